@@ -1,0 +1,106 @@
+// Kernel families and their dispatch. Ops call only the functions declared
+// here; they never name an ISA-specific kernel. Each family lives in its own
+// folder with ref.cc (the naive reference, never optimised) and one file per
+// ISA, and one list (<family>.inc) naming every kernel of the family.
+//
+// Layout convention shared by every family: the weight is the left operand
+// (rows = output features / channels), activations are "feature-major":
+// X is K x n with row stride ldx, Y is M x n with row stride ldy. For NCHW
+// convolutions n is H*W; for a batched Linear the runtime transposes the
+// batch so that n is the batch. Work is split across threads by row ranges
+// (output features) or by column ranges (offset x and y by the first column).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sparsert {
+namespace kernels {
+
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
+const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512", "neon"
+// True if the kernels for `isa` were compiled into this build and this CPU runs them.
+bool isa_supported(Isa isa);
+// The best supported ISA, detected once per process. The environment variable
+// SPARSERT_ISA (scalar|avx2|avx512|neon) caps it, for testing and benchmarks.
+Isa best_isa();
+
+// 64-byte aligned, zero-initialised float storage.
+class AlignedFloats {
+ public:
+  AlignedFloats() = default;
+  explicit AlignedFloats(size_t count);
+  float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const;
+  };
+  std::unique_ptr<float, Free> data_;
+  size_t size_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// spmm: Y = W X with W in CSR (see docs/spr-format.md for the CSR fields).
+// For r in [row_begin, row_end):  Y[r, 0:n] = bias[r] + sum_k W[r,k] * X[k, 0:n]
+// (bias may be null: then 0). An empty row writes bias (or zeros). n may be 1
+// (SpMV). Exactly one of col_idx16 / col_idx32 is non-null.
+struct CsrMatrix {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const uint32_t* row_ptr = nullptr;
+  const uint16_t* col_idx16 = nullptr;
+  const uint32_t* col_idx32 = nullptr;
+  const float* values = nullptr;
+};
+
+using SpmmFn = void (*)(const CsrMatrix& w, int64_t row_begin, int64_t row_end, const float* x,
+                        int64_t ldx, int64_t n, const float* bias, float* y, int64_t ldy);
+
+struct SpmmKernel {
+  Isa isa;
+  const char* name;  // e.g. "spmm_f32_avx512"
+  SpmmFn fn;
+};
+// Every spmm kernel compiled in and supported by this CPU, the reference first.
+const std::vector<SpmmKernel>& spmm_kernels();
+const SpmmKernel& spmm_kernel(Isa isa);  // best one not above `isa`
+const SpmmKernel& spmm_best();           // spmm_kernel(best_isa())
+
+// ---------------------------------------------------------------------------
+// gemm: Y = W X with W dense, packed once at load into the layout the chosen
+// ISA's microkernel wants. For r in [row_begin, row_end):
+//   Y[r, 0:n] = bias[r] + sum_k W[r,k] * X[k, 0:n]
+// row_begin must be a multiple of PackedGemmWeights::row_block (row_end may be
+// rows). The kernel needs no other scratch memory.
+struct PackedGemmWeights {
+  Isa isa = Isa::kScalar;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_block = 1;  // rows per packed panel (the microkernel's MR)
+  AlignedFloats data;
+};
+
+using GemmFn = void (*)(const PackedGemmWeights& w, int64_t row_begin, int64_t row_end,
+                        const float* x, int64_t ldx, int64_t n, const float* bias, float* y,
+                        int64_t ldy);
+using GemmPackFn = void (*)(const float* w, int64_t rows, int64_t cols, int64_t ldw,
+                            PackedGemmWeights* out);
+
+struct GemmKernel {
+  Isa isa;
+  const char* name;  // e.g. "gemm_f32_avx512"
+  GemmPackFn pack;
+  GemmFn fn;
+};
+const std::vector<GemmKernel>& gemm_kernels();
+const GemmKernel& gemm_kernel(Isa isa);
+const GemmKernel& gemm_best();
+
+}  // namespace kernels
+}  // namespace sparsert

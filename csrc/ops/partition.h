@@ -1,0 +1,47 @@
+// Splitting a kernel's rows (output features / channels) into tasks for the
+// thread pool: balanced by nonzeros for CSR weights.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace sparsert {
+namespace ops {
+
+// How many tasks to split `work` multiply-adds into: one when the work is too
+// small to pay for waking threads, else a few per thread for balance.
+inline int64_t partition_task_count(int threads, int64_t work, int64_t rows) {
+  constexpr int64_t kMinWorkPerTask = 16384;
+  if (threads <= 1 || work < 2 * kMinWorkPerTask) return 1;
+  int64_t tasks = std::min<int64_t>(threads * 4, work / kMinWorkPerTask);
+  return std::max<int64_t>(1, std::min(tasks, rows));
+}
+
+// Boundaries (tasks + 1 entries) of rows in multiples of `block`.
+inline std::vector<int64_t> partition_rows(int64_t rows, int64_t tasks, int64_t block) {
+  const int64_t blocks = (rows + block - 1) / block;
+  tasks = std::max<int64_t>(1, std::min(tasks, blocks));
+  std::vector<int64_t> bounds(tasks + 1);
+  for (int64_t t = 0; t <= tasks; ++t) bounds[t] = std::min(rows, (blocks * t / tasks) * block);
+  return bounds;
+}
+
+// Boundaries with about equal nonzeros per task (plus one per row, so runs of
+// empty rows still spread).
+inline std::vector<int64_t> partition_csr_rows(const uint32_t* row_ptr, int64_t rows, int64_t tasks) {
+  tasks = std::max<int64_t>(1, std::min(tasks, rows));
+  std::vector<int64_t> bounds(tasks + 1, rows);
+  bounds[0] = 0;
+  const double total = static_cast<double>(row_ptr[rows]) + static_cast<double>(rows);
+  int64_t r = 0;
+  for (int64_t t = 1; t < tasks; ++t) {
+    const double target = total * static_cast<double>(t) / static_cast<double>(tasks);
+    while (r < rows && static_cast<double>(row_ptr[r]) + static_cast<double>(r) < target) ++r;
+    bounds[t] = r;
+  }
+  return bounds;
+}
+
+}  // namespace ops
+}  // namespace sparsert

@@ -1,0 +1,73 @@
+// Softmax along one axis, numerically stable (subtract the max).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops/op.h"
+
+namespace sparsert {
+namespace ops {
+namespace {
+
+class SoftmaxOp final : public Op {
+ public:
+  explicit SoftmaxOp(int64_t axis) : axis_(axis) {}
+
+  std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
+    const int64_t rank = static_cast<int64_t>(inputs[0].size());
+    const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
+    if (axis < 0 || axis >= rank)
+      shape_error("Softmax axis " + std::to_string(axis_) + " out of range for input " +
+                  shape_string(inputs[0]));
+    return {inputs[0]};
+  }
+
+  void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
+           const std::vector<OutputRef>& outputs) const override {
+    const Shape& s = inputs[0].shape;
+    const int64_t rank = static_cast<int64_t>(s.size());
+    const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
+    int64_t outer = 1, inner = 1;
+    for (int64_t i = 0; i < axis; ++i) outer *= s[i];
+    for (int64_t i = axis + 1; i < rank; ++i) inner *= s[i];
+    const int64_t n = s[axis];
+    const float* in = inputs[0].data;
+    float* out = outputs[0].data;
+    if (outer * inner * n == 0) return;
+    ctx.parallel_for(outer, [&](int64_t o) {
+      for (int64_t j = 0; j < inner; ++j) {
+        const float* x = in + o * n * inner + j;
+        float* y = out + o * n * inner + j;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i * inner]);
+        if (std::isinf(m) && m < 0) m = 0.0f;  // all -inf: yields NaN like the references
+        double sum = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          float e = std::exp(x[i * inner] - m);
+          y[i * inner] = e;
+          sum += e;
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t i = 0; i < n; ++i) y[i * inner] *= inv;
+      }
+    });
+  }
+
+  void describe(const std::vector<Shape>&, const std::vector<Shape>&, NodeInfo* info) const override {
+    info->kernel = "softmax_ref";
+  }
+
+ private:
+  int64_t axis_;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> create_softmax(const NodeContext& ctx) {
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  return std::make_unique<SoftmaxOp>(ctx.attr_int("axis", -1));
+}
+
+}  // namespace ops
+}  // namespace sparsert
