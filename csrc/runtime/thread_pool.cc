@@ -50,7 +50,9 @@ void ThreadPool::run_tasks() {
 }
 
 void ThreadPool::worker_loop() {
-  uint64_t seen = generation_.load();
+  // Generation 0 is the pool's state at construction: a worker that starts
+  // late must still see every job (and the stop) published after it.
+  uint64_t seen = 0;
   for (;;) {
     // Spin a little for the next job, then sleep.
     auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
@@ -60,7 +62,7 @@ void ThreadPool::worker_loop() {
     }
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load() != seen; });
+      wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
       seen = generation_.load();
       if (stop_) return;
       // The job may already be retired by its caller (it ran every task itself).

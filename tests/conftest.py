@@ -1,0 +1,39 @@
+"""Shared fixtures. Every random test draws from a seed that is printed, so a
+failure can be replayed with SPARSERT_TEST_SEED=<seed>."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+
+def _base_seed() -> int:
+    env = os.environ.get("SPARSERT_TEST_SEED")
+    return int(env) if env else 20261125
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    # a stable per-test seed derived from the base seed and the test id
+    s = (_base_seed() + zlib.crc32(request.node.nodeid.encode())) % (2**31)
+    print(f"seed={s} (base {_base_seed()}; replay with SPARSERT_TEST_SEED={_base_seed()})")
+    return s
+
+
+@pytest.fixture
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def random_sparse(rng: np.random.Generator, shape: tuple[int, ...], sparsity: float) -> np.ndarray:
+    """Random float32 weights with exactly round(sparsity * size) zeros."""
+    w = rng.standard_normal(shape).astype(np.float32)
+    n = w.size
+    k = int(round(sparsity * n))
+    if k:
+        idx = rng.choice(n, size=k, replace=False)
+        w.reshape(-1)[idx] = 0.0
+    return w
