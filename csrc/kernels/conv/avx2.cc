@@ -1,0 +1,46 @@
+// AVX2 conv kernels (conv_impl.h): sparse direct in 32-column tiles with a
+// masked tail; depthwise over 8-wide output vectors, strided input by gathers.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/conv/conv.h"
+#include "kernels/simd_avx2.h"
+
+namespace sparsert {
+namespace kernels {
+namespace {
+
+struct Avx2ConvOps : Avx2Ops {
+  static Tail full_tail() { return _mm256_set1_epi32(-1); }
+  static V gather_stride(const float* p, int64_t stride, Tail t) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i idx = _mm256_mullo_epi32(lane, _mm256_set1_epi32(static_cast<int>(stride)));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(t), 4);
+  }
+};
+
+}  // namespace
+}  // namespace kernels
+}  // namespace sparsert
+
+#include "kernels/conv/conv_impl.h"
+
+namespace sparsert {
+namespace kernels {
+
+void conv_sparse_direct_f32_avx2(const float* values, const int32_t* offsets,
+                                 const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
+                                 const float* x, int64_t n, const float* bias, float* y,
+                                 int64_t ldy) {
+  conv_sparse_direct_run<Avx2ConvOps>(values, offsets, row_ptr, row_begin, row_end, x, n, bias, y,
+                                      ldy);
+}
+
+void conv_depthwise_f32_avx2(const ConvGeometry& g, const float* x, const float* w, float bias,
+                             float* y) {
+  conv_depthwise_run<Avx2ConvOps>(g, x, w, bias, y);
+}
+
+}  // namespace kernels
+}  // namespace sparsert

@@ -1,0 +1,46 @@
+// AVX-512 conv kernels (conv_impl.h): sparse direct in 64-column tiles with a
+// masked tail; depthwise over 16-wide output vectors, strided input by gathers.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/conv/conv.h"
+#include "kernels/simd_avx512.h"
+
+namespace sparsert {
+namespace kernels {
+namespace {
+
+struct Avx512ConvOps : Avx512Ops {
+  static Tail full_tail() { return static_cast<__mmask16>(0xffff); }
+  static V gather_stride(const float* p, int64_t stride, Tail t) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(stride)));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), t, idx, p, 4);
+  }
+};
+
+}  // namespace
+}  // namespace kernels
+}  // namespace sparsert
+
+#include "kernels/conv/conv_impl.h"
+
+namespace sparsert {
+namespace kernels {
+
+void conv_sparse_direct_f32_avx512(const float* values, const int32_t* offsets,
+                                   const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
+                                   const float* x, int64_t n, const float* bias, float* y,
+                                   int64_t ldy) {
+  conv_sparse_direct_run<Avx512ConvOps>(values, offsets, row_ptr, row_begin, row_end, x, n, bias,
+                                        y, ldy);
+}
+
+void conv_depthwise_f32_avx512(const ConvGeometry& g, const float* x, const float* w, float bias,
+                               float* y) {
+  conv_depthwise_run<Avx512ConvOps>(g, x, w, bias, y);
+}
+
+}  // namespace kernels
+}  // namespace sparsert

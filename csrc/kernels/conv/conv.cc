@@ -1,0 +1,148 @@
+// The conv kernel list (from conv.inc) and the generic helpers of conv.h:
+// padding, im2col and col2im. Generic code: compiled without ISA flags.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/conv/conv.h"
+
+namespace sparsert {
+namespace kernels {
+
+#define SPARSERT_CONV_KERNEL(isa, direct, depthwise)                                           \
+  void direct(const float* values, const int32_t* offsets, const uint32_t* row_ptr,            \
+              int64_t row_begin, int64_t row_end, const float* x, int64_t n, const float* bias, \
+              float* y, int64_t ldy);                                                          \
+  void depthwise(const ConvGeometry& g, const float* x, const float* w, float bias, float* y);
+#include "kernels/conv/conv.inc"
+#undef SPARSERT_CONV_KERNEL
+
+namespace {
+
+std::vector<ConvKernel> make_conv_kernels() {
+  std::vector<ConvKernel> list;
+#define SPARSERT_CONV_KERNEL(isa, direct, depthwise) \
+  if (isa_supported(Isa::isa)) list.push_back(ConvKernel{Isa::isa, #direct, &direct, #depthwise, &depthwise});
+#include "kernels/conv/conv.inc"
+#undef SPARSERT_CONV_KERNEL
+  return list;
+}
+
+// True if kernels for `isa` may be used when the choice is capped at `cap`
+// (the same rule as dispatch.cc: AVX-512 includes AVX2).
+bool within(Isa isa, Isa cap) {
+  return isa == Isa::kScalar || isa == cap || (isa == Isa::kAvx2 && cap == Isa::kAvx512);
+}
+
+}  // namespace
+
+const std::vector<ConvKernel>& conv_kernels() {
+  static const std::vector<ConvKernel> list = make_conv_kernels();
+  return list;
+}
+
+const ConvKernel& conv_kernel(Isa isa) {
+  const std::vector<ConvKernel>& list = conv_kernels();
+  const ConvKernel* chosen = &list.front();
+  for (const ConvKernel& k : list) {
+    if (within(k.isa, isa)) chosen = &k;
+  }
+  return *chosen;
+}
+
+const ConvKernel& conv_best() {
+  static const ConvKernel& best = conv_kernel(best_isa());
+  return best;
+}
+
+int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_begin,
+                         int64_t pad_end, int64_t dilation) {
+  const int64_t span = dilation * (kernel - 1) + 1;
+  const int64_t padded = in + pad_begin + pad_end;
+  if (padded < span) return -1;
+  return (padded - span) / stride + 1;
+}
+
+void conv_pad_input(const ConvGeometry& g, const float* x, int64_t c_begin, int64_t c_end,
+                    float* xp) {
+  const int64_t hp = g.padded_h(), wp = g.padded_w();
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const float* src = x + c * g.in_h * g.in_w;
+    float* dst = xp + c * hp * wp;
+    std::fill(dst, dst + g.pad_top * wp, 0.0f);
+    for (int64_t h = 0; h < g.in_h; ++h) {
+      float* row = dst + (g.pad_top + h) * wp;
+      std::fill(row, row + g.pad_left, 0.0f);
+      std::memcpy(row + g.pad_left, src + h * g.in_w, sizeof(float) * g.in_w);
+      std::fill(row + g.pad_left + g.in_w, row + wp, 0.0f);
+    }
+    std::fill(dst + (g.pad_top + g.in_h) * wp, dst + hp * wp, 0.0f);
+  }
+}
+
+void conv_im2col(const ConvGeometry& g, const float* x, int64_t k_begin, int64_t k_end,
+                 int64_t p_begin, int64_t p_end, float* col, int64_t ldcol) {
+  const int64_t khw = g.kernel_h * g.kernel_w;
+  for (int64_t k = k_begin; k < k_end; ++k) {
+    const int64_t c = k / khw;
+    const int64_t kh = (k % khw) / g.kernel_w;
+    const int64_t kw = k % g.kernel_w;
+    const float* xc = x + c * g.in_h * g.in_w;
+    float* dst = col + (k - k_begin) * ldcol - p_begin;
+    int64_t p = p_begin;
+    while (p < p_end) {
+      const int64_t oh = p / g.out_w;
+      const int64_t ow_begin = p % g.out_w;
+      const int64_t ow_end = std::min(g.out_w, ow_begin + (p_end - p));
+      const int64_t ih = oh * g.stride_h - g.pad_top + kh * g.dilation_h;
+      float* out = dst + oh * g.out_w;
+      if (ih < 0 || ih >= g.in_h) {
+        std::fill(out + ow_begin, out + ow_end, 0.0f);
+      } else {
+        const float* xrow = xc + ih * g.in_w;
+        const int64_t shift = kw * g.dilation_w - g.pad_left;  // iw = ow*sw + shift
+        // valid ow: 0 <= ow*sw + shift < in_w
+        int64_t lo = shift >= 0 ? 0 : (-shift + g.stride_w - 1) / g.stride_w;
+        int64_t hi = g.in_w - shift <= 0 ? 0 : (g.in_w - shift + g.stride_w - 1) / g.stride_w;
+        lo = std::max(lo, ow_begin);
+        hi = std::min(hi, ow_end);
+        if (hi < lo) hi = lo;
+        std::fill(out + ow_begin, out + lo, 0.0f);
+        if (g.stride_w == 1) {
+          if (hi > lo) std::memcpy(out + lo, xrow + lo + shift, sizeof(float) * (hi - lo));
+        } else {
+          for (int64_t ow = lo; ow < hi; ++ow) out[ow] = xrow[ow * g.stride_w + shift];
+        }
+        std::fill(out + hi, out + ow_end, 0.0f);
+      }
+      p += ow_end - ow_begin;
+    }
+  }
+}
+
+void conv_col2im(const ConvGeometry& g, const float* cols, int64_t o_begin, int64_t o_end,
+                 float* y) {
+  const int64_t hw_in = g.in_h * g.in_w;
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    float* yo = y + o * g.out_h * g.out_w;
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const float* src = cols + ((o * g.kernel_h + kh) * g.kernel_w + kw) * hw_in;
+        const int64_t shift_w = kw * g.dilation_w - g.pad_left;  // ow = iw*sw + shift_w
+        int64_t lo = shift_w >= 0 ? 0 : (-shift_w + g.stride_w - 1) / g.stride_w;
+        int64_t hi = g.out_w - shift_w <= 0 ? 0 : (g.out_w - shift_w + g.stride_w - 1) / g.stride_w;
+        hi = std::min(hi, g.in_w);
+        if (hi <= lo) continue;
+        for (int64_t ih = 0; ih < g.in_h; ++ih) {
+          const int64_t oh = ih * g.stride_h - g.pad_top + kh * g.dilation_h;
+          if (oh < 0 || oh >= g.out_h) continue;
+          const float* s = src + ih * g.in_w;
+          float* d = yo + oh * g.out_w + shift_w;
+          for (int64_t iw = lo; iw < hi; ++iw) d[iw * g.stride_w] += s[iw];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace kernels
+}  // namespace sparsert

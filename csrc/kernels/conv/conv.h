@@ -1,0 +1,97 @@
+// The convolution kernel family: the kernels that are specific to
+// convolutions (the 1x1 and im2col paths reuse spmm / gemm from kernels.h),
+// plus the generic data-movement helpers the conv ops share.
+//
+// Both kernels read a zero-padded input, so they never test borders:
+//
+// - sparse direct (CSR weights, stride 1): the input of one group is padded
+//   into Cg planes of Hp x Wp (Hp = H + top + bottom, Wp = W + left + right).
+//   For the nonzero j at (c, kh, kw) of a CSR row, offsets[j] = c*Hp*Wp +
+//   kh*dh*Wp + kw*dw. Output pixel (oh, ow) then reads x[offsets[j] + oh*Wp + ow],
+//   so over the flattened index p = oh*Wp + ow the whole convolution is
+//       Y[i, p] = bias[r] + sum_j values[j] * x[offsets[j] + p],  p in [0, n)
+//   with n = (Hout - 1)*Wp + Wout: an spmm whose rows read shifted windows of
+//   one buffer. Columns with p % Wp >= Wout are computed and then dropped by
+//   the op (a waste of (kW-1)*dw / Wp), in exchange for one contiguous span
+//   that vectorises like spmm (register accumulation, masked tail).
+// - depthwise (one channel, any kernel / stride / dilation): reads a padded
+//   plane of width Wp = in_w + pad_left + pad_right and writes out_h x out_w,
+//   vectorised over the output width (strided loads become gathers).
+//
+// ISA kernels are listed in conv.inc and defined in conv/<isa>.cc.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace sparsert {
+namespace kernels {
+
+// Geometry of one group of a 2-D convolution (all fields >= 0, strides and
+// dilations >= 1). `channels` is the group's input channel count.
+struct ConvGeometry {
+  int64_t channels = 1;
+  int64_t in_h = 1, in_w = 1;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t out_h = 1, out_w = 1;
+
+  int64_t padded_h() const { return in_h + pad_top + pad_bottom; }
+  int64_t padded_w() const { return in_w + pad_left + pad_right; }
+};
+
+// Rows [row_begin, row_end) of the sparse direct convolution (see above).
+// Row r is written at y + (r - row_begin) * ldy, columns [0, n). bias may be
+// null (then 0); bias is indexed by r.
+using ConvSparseDirectFn = void (*)(const float* values, const int32_t* offsets,
+                                    const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
+                                    const float* x, int64_t n, const float* bias, float* y,
+                                    int64_t ldy);
+
+// One depthwise channel: x is the padded plane (padded_h() x padded_w()), w the
+// kernel_h x kernel_w filter; y (out_h x out_w, contiguous) = bias + conv.
+using ConvDepthwiseFn = void (*)(const ConvGeometry& g, const float* x, const float* w,
+                                 float bias, float* y);
+
+struct ConvKernel {
+  Isa isa;
+  const char* sparse_direct_name;  // e.g. "conv_sparse_direct_f32_avx512"
+  ConvSparseDirectFn sparse_direct;
+  const char* depthwise_name;  // e.g. "conv_depthwise_f32_avx512"
+  ConvDepthwiseFn depthwise;
+};
+// Every conv kernel compiled in and supported by this CPU, the reference first.
+const std::vector<ConvKernel>& conv_kernels();
+const ConvKernel& conv_kernel(Isa isa);  // best one not above `isa`
+const ConvKernel& conv_best();           // conv_kernel(best_isa())
+
+// --- generic helpers (conv/conv.cc) -----------------------------------------
+// Output size of one spatial dim; -1 when the (padded) input is smaller than
+// the dilated kernel.
+int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_begin,
+                         int64_t pad_end, int64_t dilation);
+
+// Copies channels [c_begin, c_end) of x (channels x in_h x in_w) into xp
+// (channels x padded_h x padded_w) with zero borders.
+void conv_pad_input(const ConvGeometry& g, const float* x, int64_t c_begin, int64_t c_end,
+                    float* xp);
+
+// im2col: the K x P matrix (K = channels*kernel_h*kernel_w, row (c*kH + kh)*kW + kw;
+// P = out_h*out_w) restricted to rows [k_begin, k_end) and pixels [p_begin, p_end),
+// written at col + (k - k_begin) * ldcol + (p - p_begin); padding reads as 0.
+void conv_im2col(const ConvGeometry& g, const float* x, int64_t k_begin, int64_t k_end,
+                 int64_t p_begin, int64_t p_end, float* col, int64_t ldcol);
+
+// Transposed convolution scatter for output channels [o_begin, o_end) of one
+// group: y[o, ih*sh - top + kh*dh, iw*sw - left + kw*dw] += cols[(o*kH + kh)*kW + kw, ih*W + iw]
+// (cols rows are indexed by the group-local o). Here `g` describes the
+// transposed conv: in_h/in_w are the input (X) sizes, out_h/out_w the output.
+void conv_col2im(const ConvGeometry& g, const float* cols, int64_t o_begin, int64_t o_end,
+                 float* y);
+
+}  // namespace kernels
+}  // namespace sparsert

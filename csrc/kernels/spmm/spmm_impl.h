@@ -1,0 +1,224 @@
+// The CSR spmm algorithm shared by the SIMD kernels, written once over a
+// vector-operations struct `Ops` that each ISA file (avx2.cc, avx512.cc,
+// neon.cc) defines. Included only by those files, after their Ops.
+//
+// Everything here is a template in an anonymous namespace, so each ISA file
+// gets its own internal-linkage copy compiled with its own flags: no inline
+// function with external linkage (a COMDAT the linker could pick from the
+// wrong ISA file) is created. Uses only raw pointers; no C++ library types.
+//
+// Ops provides:
+//   V, Tail; kLanes; zero(), set1(f), load(p), store(p, v), fma(a, b, c) = a*b + c,
+//   tail(count) (count in 1..kLanes-1), load_tail(p, t), store_tail(p, v, t).
+//
+// Algorithm (Y = W X, W in CSR, X K x n, Y M x n):
+// - n is cut into tiles of 4 vectors (4 * kLanes columns); the last tile has
+//   1..4 vectors, the last of which is masked, so there is no scalar tail.
+// - Each output row of a tile is accumulated in registers over the row's
+//   nonzeros, with 2 (4 for 1-vector tiles) independent accumulator sets so
+//   the FMA latency is hidden; each nonzero costs one broadcast and one
+//   vector load per vector of the tile.
+// - When the K x tile panel of X would not stay in L2, K is cut into blocks
+//   and the rows are processed in chunks: for a chunk, the nonzeros of each
+//   row are split by K block once (a small stack table), then for each tile
+//   and K block all rows of the chunk accumulate into Y, so the X block is
+//   read from L2 instead of L3 / memory.
+#pragma once
+
+#include <cstdint>
+
+namespace sparsert {
+namespace kernels {
+namespace {
+
+constexpr int64_t kSpmmTileVectors = 4;
+constexpr int64_t kSpmmRowChunk = 256;            // rows per K-blocked pass
+constexpr int64_t kSpmmMaxKBlocks = 32;           // bounds the split table: 256 * 33 * 4 B = 33 KB
+constexpr int64_t kSpmmKBlock = 512;              // K block when blocking (tuned on Zen 4)
+constexpr int64_t kSpmmPanelBudget = 384 * 1024;  // bytes of X panel we let live in L2
+
+template <class Ops, typename Index, int kNv, bool kTail>
+void spmm_tile_rows(const float* values, const Index* idx, const uint32_t* starts, int64_t stride,
+                    int64_t nrows, const float* x, int64_t ldx, const float* bias, float* y,
+                    int64_t ldy, typename Ops::Tail tail, bool accumulate) {
+  using V = typename Ops::V;
+  constexpr int L = Ops::kLanes;
+  constexpr int kSets = kNv == 1 ? 4 : 2;
+  for (int64_t i = 0; i < nrows; ++i) {
+    const uint32_t jb = starts[i * stride];
+    const uint32_t je = starts[i * stride + 1];
+    float* yr = y + i * ldy;
+    V acc[kSets][kNv];
+    if (accumulate) {
+      for (int v = 0; v < kNv; ++v) {
+        acc[0][v] =
+            (kTail && v == kNv - 1) ? Ops::load_tail(yr + v * L, tail) : Ops::load(yr + v * L);
+      }
+    } else {
+      const V b = Ops::set1(bias != nullptr ? bias[i] : 0.0f);
+      for (int v = 0; v < kNv; ++v) acc[0][v] = b;
+    }
+    for (int s = 1; s < kSets; ++s) {
+      for (int v = 0; v < kNv; ++v) acc[s][v] = Ops::zero();
+    }
+    uint32_t j = jb;
+    for (; j + kSets <= je; j += kSets) {
+      for (int s = 0; s < kSets; ++s) {
+        const float* xk = x + static_cast<int64_t>(idx[j + s]) * ldx;
+        const V w = Ops::set1(values[j + s]);
+        for (int v = 0; v < kNv; ++v) {
+          const V xv =
+              (kTail && v == kNv - 1) ? Ops::load_tail(xk + v * L, tail) : Ops::load(xk + v * L);
+          acc[s][v] = Ops::fma(w, xv, acc[s][v]);
+        }
+      }
+    }
+    for (; j < je; ++j) {
+      const float* xk = x + static_cast<int64_t>(idx[j]) * ldx;
+      const V w = Ops::set1(values[j]);
+      for (int v = 0; v < kNv; ++v) {
+        const V xv =
+            (kTail && v == kNv - 1) ? Ops::load_tail(xk + v * L, tail) : Ops::load(xk + v * L);
+        acc[0][v] = Ops::fma(w, xv, acc[0][v]);
+      }
+    }
+    for (int v = 0; v < kNv; ++v) {
+      V sum = acc[0][v];
+      for (int s = 1; s < kSets; ++s) sum = Ops::add(sum, acc[s][v]);
+      if (kTail && v == kNv - 1) {
+        Ops::store_tail(yr + v * L, sum, tail);
+      } else {
+        Ops::store(yr + v * L, sum);
+      }
+    }
+  }
+}
+
+// One column tile of `cols` (1 .. 4 * kLanes) columns for rows [0, nrows) of
+// the given start table.
+template <class Ops, typename Index>
+void spmm_tile(const float* values, const Index* idx, const uint32_t* starts, int64_t stride,
+               int64_t nrows, const float* x, int64_t ldx, int64_t cols, const float* bias,
+               float* y, int64_t ldy, bool accumulate) {
+  constexpr int L = Ops::kLanes;
+  const int64_t nv = (cols + L - 1) / L;
+  const int rem = static_cast<int>(cols % L);
+  const typename Ops::Tail tail = Ops::tail(rem == 0 ? 1 : rem);
+#define SPARSERT_TILE(NV, TAIL)                                                                  \
+  spmm_tile_rows<Ops, Index, NV, TAIL>(values, idx, starts, stride, nrows, x, ldx, bias, y, ldy, \
+                                       tail, accumulate)
+  if (rem == 0) {
+    switch (nv) {
+      case 1:
+        SPARSERT_TILE(1, false);
+        break;
+      case 2:
+        SPARSERT_TILE(2, false);
+        break;
+      case 3:
+        SPARSERT_TILE(3, false);
+        break;
+      default:
+        SPARSERT_TILE(4, false);
+        break;
+    }
+  } else {
+    switch (nv) {
+      case 1:
+        SPARSERT_TILE(1, true);
+        break;
+      case 2:
+        SPARSERT_TILE(2, true);
+        break;
+      case 3:
+        SPARSERT_TILE(3, true);
+        break;
+      default:
+        SPARSERT_TILE(4, true);
+        break;
+    }
+  }
+#undef SPARSERT_TILE
+}
+
+template <class Ops, typename Index>
+void spmm_run(const float* values, const Index* idx, const uint32_t* row_ptr, int64_t k_cols,
+              int64_t row_begin, int64_t row_end, const float* x, int64_t ldx, int64_t n,
+              const float* bias, float* y, int64_t ldy) {
+  constexpr int64_t kTile = kSpmmTileVectors * Ops::kLanes;
+  const int64_t tile_cols = n < kTile ? n : kTile;
+  const float* bias_r = bias != nullptr ? bias + row_begin : nullptr;
+  float* y_r = y + row_begin * ldy;
+  const int64_t rows = row_end - row_begin;
+  if (k_cols * tile_cols * static_cast<int64_t>(sizeof(float)) <= kSpmmPanelBudget) {
+    // No K blocking. Rows still go in chunks, so that the chunk's weights and
+    // Y rows stay in L2 across the column tiles.
+    for (int64_t rc = 0; rc < rows; rc += kSpmmRowChunk) {
+      const int64_t nrows = rows - rc < kSpmmRowChunk ? rows - rc : kSpmmRowChunk;
+      for (int64_t c0 = 0; c0 < n; c0 += kTile) {
+        const int64_t cols = n - c0 < kTile ? n - c0 : kTile;
+        spmm_tile<Ops, Index>(values, idx, row_ptr + row_begin + rc, 1, nrows, x + c0, ldx, cols,
+                              bias_r != nullptr ? bias_r + rc : nullptr, y_r + rc * ldy + c0, ldy,
+                              false);
+      }
+    }
+    return;
+  }
+  int64_t kb = kSpmmKBlock;
+  int64_t nb = (k_cols + kb - 1) / kb;
+  if (nb > kSpmmMaxKBlocks) {
+    kb = (k_cols + kSpmmMaxKBlocks - 1) / kSpmmMaxKBlocks;
+    nb = (k_cols + kb - 1) / kb;
+  }
+  uint32_t splits[kSpmmRowChunk * (kSpmmMaxKBlocks + 1)];
+  const int64_t stride = nb + 1;
+  for (int64_t rc = 0; rc < rows; rc += kSpmmRowChunk) {
+    const int64_t nrows = rows - rc < kSpmmRowChunk ? rows - rc : kSpmmRowChunk;
+    for (int64_t i = 0; i < nrows; ++i) {
+      const int64_t r = row_begin + rc + i;
+      uint32_t j = row_ptr[r];
+      const uint32_t end = row_ptr[r + 1];
+      uint32_t* s = splits + i * stride;
+      s[0] = j;
+      for (int64_t b = 1; b < nb; ++b) {
+        const int64_t limit = b * kb;
+        while (j < end && static_cast<int64_t>(idx[j]) < limit) ++j;
+        s[b] = j;
+      }
+      s[nb] = end;
+    }
+    const float* bias_c = bias_r != nullptr ? bias_r + rc : nullptr;
+    float* y_c = y_r + rc * ldy;
+    for (int64_t c0 = 0; c0 < n; c0 += kTile) {
+      const int64_t cols = n - c0 < kTile ? n - c0 : kTile;
+      for (int64_t b = 0; b < nb; ++b) {
+        spmm_tile<Ops, Index>(values, idx, splits + b, stride, nrows, x + c0, ldx, cols, bias_c,
+                              y_c + c0, ldy, b > 0);
+      }
+    }
+  }
+}
+
+// SpMV (n == 1) without gathers: four scalar accumulators per row.
+template <typename Index>
+void spmv_scalar(const float* values, const Index* idx, const uint32_t* row_ptr, int64_t row_begin,
+                 int64_t row_end, const float* x, int64_t ldx, const float* bias, float* y,
+                 int64_t ldy) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    uint32_t j = row_ptr[r];
+    const uint32_t end = row_ptr[r + 1];
+    for (; j + 4 <= end; j += 4) {
+      a0 += values[j] * x[static_cast<int64_t>(idx[j]) * ldx];
+      a1 += values[j + 1] * x[static_cast<int64_t>(idx[j + 1]) * ldx];
+      a2 += values[j + 2] * x[static_cast<int64_t>(idx[j + 2]) * ldx];
+      a3 += values[j + 3] * x[static_cast<int64_t>(idx[j + 3]) * ldx];
+    }
+    for (; j < end; ++j) a0 += values[j] * x[static_cast<int64_t>(idx[j]) * ldx];
+    y[r * ldy] = (bias != nullptr ? bias[r] : 0.0f) + ((a0 + a1) + (a2 + a3));
+  }
+}
+
+}  // namespace
+}  // namespace kernels
+}  // namespace sparsert

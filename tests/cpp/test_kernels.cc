@@ -1,0 +1,262 @@
+// Every compiled + supported spmm and gemm kernel against the reference on
+// edge-case shapes (kernel_tester.h states the tolerance), plus dispatch.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "kernel_tester.h"
+#include "kernels/kernels.h"
+#include "sparsert/sparsert.h"
+
+namespace sparsert {
+namespace testing {
+namespace {
+
+using kernels::Isa;
+
+const int64_t kRows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 33, 63, 65};
+const int64_t kN[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16, 17, 31, 33, 63, 64, 65, 127, 200};
+const double kSparsity[] = {0.0, 0.5, 0.9, 0.99, 1.0};
+
+uint64_t case_seed(uint64_t salt) { return base_seed() * 1000003u + salt; }
+
+using CaseFn = void (*)(const KernelCase&);
+
+// rows x n over the edge-case lists, K = 64, half the weights zero.
+void rows_and_n(CaseFn run, uint64_t salt) {
+  uint64_t i = 0;
+  for (int64_t rows : kRows) {
+    for (int64_t n : kN) {
+      KernelCase c;
+      c.rows = rows;
+      c.cols = 64;
+      c.n = n;
+      c.sparsity = 0.5;
+      c.bias = (i % 2) == 0;
+      c.seed = case_seed(salt + i++);
+      run(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+// K and sparsity sweep, including all-zero weights (every row empty).
+void cols_and_sparsity(CaseFn run, uint64_t salt) {
+  uint64_t i = 0;
+  for (int64_t cols : {1, 7, 64, 257, 300}) {
+    for (double s : kSparsity) {
+      for (int64_t rows : {1, 17, 65}) {
+        for (int64_t n : {1, 7, 16, 65, 200}) {
+          KernelCase c;
+          c.rows = rows;
+          c.cols = cols;
+          c.n = n;
+          c.sparsity = s;
+          c.bias = (i % 3) != 0;
+          c.seed = case_seed(salt + i++);
+          run(c);
+          if (::testing::Test::HasFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+// Random combinations of sub-ranges, strides, column offsets, empty rows and bias.
+void randomized(CaseFn run, uint64_t salt, int count, int64_t row_align) {
+  std::mt19937_64 rng(case_seed(salt));
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  for (int i = 0; i < count; ++i) {
+    KernelCase c;
+    c.rows = pick(1, 70);
+    c.cols = pick(1, 130);
+    c.n = kN[pick(0, sizeof(kN) / sizeof(kN[0]) - 1)];
+    c.sparsity = kSparsity[pick(0, 4)];
+    c.empty_rows = pick(0, 2) * 0.25;
+    c.bias = pick(0, 1) == 1;
+    c.row_begin = pick(0, c.rows) / row_align * row_align;
+    c.row_end = pick(c.row_begin, c.rows);
+    c.ldx_pad = pick(0, 1) * pick(1, 19);
+    c.ldy_pad = pick(0, 1) * pick(1, 19);
+    c.c0 = pick(0, 1) * pick(1, 17);
+    c.index32 = pick(0, 3) == 0;
+    c.seed = case_seed(salt + 1000 + i);
+    run(c);
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+TEST(Dispatch, ListsStartWithReferenceAndAreSupported) {
+  ASSERT_FALSE(kernels::spmm_kernels().empty());
+  ASSERT_FALSE(kernels::gemm_kernels().empty());
+  EXPECT_EQ(kernels::spmm_kernels().front().isa, Isa::kScalar);
+  EXPECT_EQ(kernels::gemm_kernels().front().isa, Isa::kScalar);
+  for (const auto& k : kernels::spmm_kernels())
+    EXPECT_TRUE(kernels::isa_supported(k.isa)) << k.name;
+  for (const auto& k : kernels::gemm_kernels())
+    EXPECT_TRUE(kernels::isa_supported(k.isa)) << k.name;
+  EXPECT_TRUE(kernels::isa_supported(Isa::kScalar));
+  EXPECT_TRUE(kernels::isa_supported(kernels::best_isa()));
+  EXPECT_EQ(kernels::spmm_kernel(Isa::kScalar).isa, Isa::kScalar);
+  EXPECT_EQ(kernels::gemm_kernel(Isa::kScalar).isa, Isa::kScalar);
+  EXPECT_EQ(kernels::spmm_best().isa, kernels::spmm_kernel(kernels::best_isa()).isa);
+  EXPECT_EQ(kernels::gemm_best().isa, kernels::gemm_kernel(kernels::best_isa()).isa);
+  // Without a SPARSERT_ISA cap the best ISA has kernels in both families.
+  if (std::getenv("SPARSERT_ISA") == nullptr) {
+    EXPECT_EQ(kernels::spmm_best().isa, kernels::best_isa());
+    EXPECT_EQ(kernels::gemm_best().isa, kernels::best_isa());
+  }
+  std::string names;
+  for (const auto& k : kernels::spmm_kernels()) names += std::string(k.name) + " ";
+  for (const auto& k : kernels::gemm_kernels()) names += std::string(k.name) + " ";
+  std::printf("best isa: %s; kernels: %s\n", kernels::isa_name(kernels::best_isa()), names.c_str());
+}
+
+TEST(Dispatch, IsaNames) {
+  EXPECT_STREQ(kernels::isa_name(Isa::kScalar), "scalar");
+  EXPECT_STREQ(kernels::isa_name(Isa::kAvx2), "avx2");
+  EXPECT_STREQ(kernels::isa_name(Isa::kAvx512), "avx512");
+  EXPECT_STREQ(kernels::isa_name(Isa::kNeon), "neon");
+}
+
+TEST(AlignedFloats, AlignedAndZeroed) {
+  kernels::AlignedFloats a(1000);
+  ASSERT_EQ(a.size(), 1000u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % 64, 0u);
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a.data()[i], 0.0f);
+  kernels::AlignedFloats empty;
+  EXPECT_EQ(empty.size(), 0u);
+}
+
+TEST(Gemm, RejectsMismatchedWeightsAndRanges) {
+  const auto& list = kernels::gemm_kernels();
+  const float w[6] = {1, 2, 3, 4, 5, 6};
+  float x[3] = {1, 1, 1};
+  float y[2] = {0, 0};
+  kernels::PackedGemmWeights packed;
+  list.front().pack(w, 2, 3, 3, &packed);
+  EXPECT_THROW(list.front().fn(packed, 0, 3, x, 1, 1, nullptr, y, 1), Error);
+  EXPECT_THROW(list.front().pack(w, 2, 3, 2, &packed), Error);
+  for (size_t i = 1; i < list.size(); ++i) {
+    EXPECT_THROW(list[i].fn(packed, 0, 2, x, 1, 1, nullptr, y, 1), Error) << list[i].name;
+    kernels::PackedGemmWeights own;
+    list[i].pack(w, 2, 3, 3, &own);
+    if (own.row_block > 1) {
+      EXPECT_THROW(list[i].fn(own, 1, 2, x, 1, 1, nullptr, y, 1), Error) << list[i].name;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+TEST(Spmm, RowsAndN) { rows_and_n(&test_spmm_case, 100); }
+TEST(Spmm, ColsAndSparsity) { cols_and_sparsity(&test_spmm_case, 200); }
+TEST(Spmm, Randomized) { randomized(&test_spmm_case, 300, 400, 1); }
+
+TEST(Spmm, BothIndexWidthsAgree) {
+  for (int64_t n : {1, 5, 64, 65}) {
+    KernelCase c;
+    c.rows = 33;
+    c.cols = 100;
+    c.n = n;
+    c.sparsity = 0.7;
+    c.seed = case_seed(400 + n);
+    test_spmm_case(c);
+    c.index32 = true;
+    test_spmm_case(c);
+  }
+}
+
+// cols > 65536 forces 32-bit indices; with n >= the tile width the X panel
+// exceeds the L2 budget, so this also runs the K-blocked path with many blocks.
+TEST(Spmm, HugeKThirtyTwoBitIndices) {
+  uint64_t i = 0;
+  for (int64_t rows : {1, 5, 17}) {
+    for (int64_t n : {1, 3, 17, 64, 65}) {
+      KernelCase c;
+      c.rows = rows;
+      c.cols = 65537;
+      c.n = n;
+      c.sparsity = 0.995;
+      c.bias = (i % 2) == 0;
+      c.seed = case_seed(500 + i++);
+      test_spmm_case(c);
+    }
+  }
+}
+
+// K-blocked path with 16-bit indices and more rows than one row chunk (256),
+// with a sub-range and strides.
+TEST(Spmm, KBlockedRowChunks) {
+  for (int64_t n : {33, 64, 200}) {
+    KernelCase c;
+    c.rows = 300;
+    c.cols = 4608;
+    c.n = n;
+    c.sparsity = 0.95;
+    c.empty_rows = 0.1;
+    c.row_begin = 3;
+    c.row_end = 299;
+    c.ldx_pad = 5;
+    c.ldy_pad = 3;
+    c.c0 = 1;
+    c.seed = case_seed(600 + n);
+    test_spmm_case(c);
+  }
+}
+
+TEST(Spmm, EmptyRowsWriteBiasOrZero) {
+  for (bool bias : {false, true}) {
+    for (int64_t n : {1, 16, 70}) {
+      KernelCase c;
+      c.rows = 40;
+      c.cols = 50;
+      c.n = n;
+      c.sparsity = 0.5;
+      c.empty_rows = 0.5;
+      c.bias = bias;
+      c.seed = case_seed(700 + n + bias);
+      test_spmm_case(c);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+TEST(Gemm, RowsAndN) { rows_and_n(&test_gemm_case, 1100); }
+TEST(Gemm, ColsAndSparsity) { cols_and_sparsity(&test_gemm_case, 1200); }
+// Row ranges start anywhere; test_gemm_case rounds them down to each kernel's row block.
+TEST(Gemm, Randomized) { randomized(&test_gemm_case, 1300, 300, 1); }
+
+// K beyond the K blocks (256 / 512) of the microkernels, several blocks and a remainder.
+TEST(Gemm, DeepK) {
+  uint64_t i = 0;
+  for (int64_t cols : {511, 513, 1100}) {
+    for (int64_t n : {1, 16, 33}) {
+      KernelCase c;
+      c.rows = 19;
+      c.cols = cols;
+      c.n = n;
+      c.sparsity = 0.0;
+      c.ldy_pad = 2;
+      c.seed = case_seed(1400 + i++);
+      test_gemm_case(c);
+    }
+  }
+}
+
+TEST(Gemm, ZeroK) {
+  KernelCase c;
+  c.rows = 9;
+  c.cols = 0;
+  c.n = 5;
+  c.seed = case_seed(1500);
+  test_gemm_case(c);
+}
+
+}  // namespace
+}  // namespace testing
+}  // namespace sparsert
