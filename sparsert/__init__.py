@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsert._core import FormatError, UnsupportedError
+from sparsert.errors import FormatError, UnsupportedError
 from sparsert._core import cpu_features as _cpu_features
 from sparsert._core import supported_ops as _supported_ops
 from sparsert.graph import GraphBuilder

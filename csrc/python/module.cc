@@ -108,12 +108,12 @@ py::list summary(const sparsert::Model& model, const std::vector<std::vector<int
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "sparsert native runtime (private; use the sparsert package)";
-  g_format_error = PyErr_NewExceptionWithDoc("sparsert.FormatError",
-                                             "A .spr file is malformed, truncated, corrupt or of an unknown version.",
-                                             PyExc_ValueError, nullptr);
-  g_unsupported_error = PyErr_NewExceptionWithDoc(
-      "sparsert.UnsupportedError", "A model uses an op, attribute or storage kind this build does not implement.",
-      PyExc_ValueError, nullptr);
+  // One exception class per kind for the Python and C++ readers alike.
+  py::module_ errors = py::module_::import("sparsert.errors");
+  g_format_error = errors.attr("FormatError").ptr();
+  g_unsupported_error = errors.attr("UnsupportedError").ptr();
+  Py_INCREF(g_format_error);
+  Py_INCREF(g_unsupported_error);
   m.attr("FormatError") = py::handle(g_format_error);
   m.attr("UnsupportedError") = py::handle(g_unsupported_error);
   py::register_exception_translator([](std::exception_ptr p) {
