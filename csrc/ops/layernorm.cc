@@ -1,0 +1,117 @@
+// LayerNorm: as torch.nn.functional.layer_norm over dims axis..end,
+//   y = (x - mean) / sqrt(var + epsilon) * gamma + beta   (biased variance)
+// with optional gamma / beta constants of the normalized shape. Statistics
+// are accumulated in double, one row per normalized slice; tasks take rows.
+#include <algorithm>
+#include <cmath>
+
+#include "ops/op.h"
+
+namespace sparsert {
+namespace ops {
+namespace {
+
+class LayerNormOp final : public Op {
+ public:
+  LayerNormOp(int64_t axis, double epsilon, const format::TensorInfo* gamma,
+              const format::TensorInfo* beta)
+      : axis_(axis), epsilon_(epsilon), gamma_(gamma), beta_(beta) {}
+
+  std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
+    const Shape& x = inputs[0];
+    const int64_t axis = normalized_axis(x.size());
+    const Shape normalized(x.begin() + axis, x.end());
+    for (const format::TensorInfo* t : {gamma_, beta_}) {
+      if (t == nullptr) continue;
+      const bool flat = t->dims.size() == 1 && t->dims[0] == shape_elements(normalized);
+      if (t->dims != normalized && !flat)
+        shape_error("'" + t->name + "' has shape " + shape_string(t->dims) +
+                    " but the normalized shape is " + shape_string(normalized));
+    }
+    return {x};
+  }
+
+  void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
+           const std::vector<OutputRef>& outputs) const override {
+    const Shape& xs = inputs[0].shape;
+    const int64_t axis = normalized_axis(xs.size());
+    int64_t n = 1;
+    for (size_t d = axis; d < xs.size(); ++d) n *= xs[d];
+    const int64_t rows = n == 0 ? 0 : shape_elements(xs) / n;
+    if (rows == 0) return;
+    const float* x = inputs[0].data;
+    float* y = outputs[0].data;
+    const float* gamma = gamma_ ? static_cast<const float*>(gamma_->data) : nullptr;
+    const float* beta = beta_ ? static_cast<const float*>(beta_->data) : nullptr;
+    const int64_t per_task = std::max<int64_t>(1, 8192 / n);
+    ctx.parallel_for((rows + per_task - 1) / per_task, [&](int64_t t) {
+      const int64_t r1 = std::min(rows, (t + 1) * per_task);
+      for (int64_t r = t * per_task; r < r1; ++r) {
+        const float* xr = x + r * n;
+        float* yr = y + r * n;
+        double sum = 0.0;
+        for (int64_t i = 0; i < n; ++i) sum += xr[i];
+        const double mean = sum / static_cast<double>(n);
+        double sq = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          const double d = xr[i] - mean;
+          sq += d * d;
+        }
+        const float rstd =
+            static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(n) + epsilon_));
+        const float m = static_cast<float>(mean);
+        for (int64_t i = 0; i < n; ++i) {
+          float v = (xr[i] - m) * rstd;
+          if (gamma) v *= gamma[i];
+          if (beta) v += beta[i];
+          yr[i] = v;
+        }
+      }
+    });
+  }
+
+  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
+                NodeInfo* info) const override {
+    info->kernel = "layernorm_ref";
+    info->flops = 8 * shape_elements(inputs[0]);
+    info->dense_flops = info->flops;
+  }
+
+ private:
+  int64_t normalized_axis(size_t rank) const {
+    const int64_t r = static_cast<int64_t>(rank);
+    const int64_t a = axis_ < 0 ? axis_ + r : axis_;
+    if (a < 0 || a >= r)
+      shape_error("LayerNorm axis " + std::to_string(axis_) + " is out of range for rank " +
+                  std::to_string(rank));
+    return a;
+  }
+
+  int64_t axis_;
+  double epsilon_;
+  const format::TensorInfo* gamma_;
+  const format::TensorInfo* beta_;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> create_layer_norm(const NodeContext& ctx) {
+  ctx.check_input_count(1, 3);
+  ctx.check_output_count(1);
+  if (ctx.constant(0) != nullptr) ctx.fail("input X must be an activation, not a constant");
+  const format::TensorInfo* params[2] = {nullptr, nullptr};
+  const char* names[2] = {"gamma", "beta"};
+  for (int i = 0; i < 2; ++i) {
+    if (!ctx.has_input(1 + i)) continue;
+    params[i] = &ctx.require_constant(1 + i, names[i]);
+    if (params[i]->storage != format::Storage::kDense)
+      ctx.fail(std::string(names[i]) + " '" + params[i]->name + "' must be stored dense");
+  }
+  const double epsilon = ctx.attr_float("epsilon", 1e-5);
+  if (!(epsilon >= 0.0) || !std::isfinite(epsilon))
+    ctx.fail("attribute 'epsilon' must be >= 0 and finite");
+  return std::make_unique<LayerNormOp>(ctx.attr_int("axis", -1), epsilon, params[0], params[1]);
+}
+
+}  // namespace ops
+}  // namespace sparsert

@@ -1,0 +1,228 @@
+// Resize of the last two dims (ONNX Resize, modes nearest and linear).
+//
+// Output size: `sizes`, or floor(in * scale) with `scales` (computed in
+// double, as PyTorch's interpolate). The source coordinate of output index x
+// (ONNX coordinate_transformation_mode) uses the given scale when there is
+// one, else out / in:
+//   half_pixel          (x + 0.5) / scale - 0.5
+//   pytorch_half_pixel  same, but 0 when the output length is 1 (ONNX rule;
+//                       PyTorch's own bilinear is half_pixel, see below)
+//   align_corners       x * (in - 1) / (out - 1), 0 when out == 1
+//   asymmetric          x / scale
+// asymmetric is computed as PyTorch's nearest does (aten/src/ATen/native/
+// UpSample.h: float, x * float(1 / scale)), so that mode="nearest" matches it
+// exactly even when x / scale is an integer that float rounding moves; the
+// other modes use double arithmetic, as onnxruntime. Linear clamps the
+// coordinate into [0, in - 1] (so half_pixel + linear is PyTorch's bilinear
+// with align_corners=False); nearest rounds by nearest_mode and clamps the
+// index. Indices and weights per output row and column are computed once per
+// run.
+#include <algorithm>
+#include <cmath>
+
+#include "ops/op.h"
+
+namespace sparsert {
+namespace ops {
+namespace {
+
+enum class CoordMode { kHalfPixel, kPytorchHalfPixel, kAlignCorners, kAsymmetric };
+enum class NearestMode { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil };
+
+struct AxisMap {
+  std::vector<int64_t> i0, i1;  // source indices (nearest uses i0 only)
+  std::vector<float> w1;        // weight of i1 (linear)
+};
+
+class ResizeOp final : public Op {
+ public:
+  ResizeOp(bool linear, std::vector<double> scales, std::vector<int64_t> sizes, CoordMode coord,
+           NearestMode nearest)
+      : linear_(linear),
+        scales_(std::move(scales)),
+        sizes_(std::move(sizes)),
+        coord_(coord),
+        nearest_(nearest) {}
+
+  std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
+    const Shape& x = inputs[0];
+    if (x.size() < 3) shape_error("input must be [N, C, H, W] (rank >= 3), got " + shape_string(x));
+    Shape y = x;
+    for (int d = 0; d < 2; ++d) {
+      const size_t axis = x.size() - 2 + d;
+      y[axis] = sizes_.empty()
+                    ? static_cast<int64_t>(std::floor(static_cast<double>(x[axis]) * scales_[d]))
+                    : sizes_[d];
+      if (y[axis] < 1 || x[axis] < 1)
+        shape_error("Resize of " + shape_string(x) + " gives an empty output " + shape_string(y));
+    }
+    return {y};
+  }
+
+  void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
+           const std::vector<OutputRef>& outputs) const override {
+    const Shape& xs = inputs[0].shape;
+    const Shape& ys = outputs[0].shape;
+    const size_t r = xs.size();
+    const int64_t ih = xs[r - 2], iw = xs[r - 1], oh = ys[r - 2], ow = ys[r - 1];
+    const int64_t planes = shape_elements(xs) / (ih * iw);
+    if (planes == 0) return;
+    const AxisMap mh = axis_map(0, ih, oh), mw = axis_map(1, iw, ow);
+    const float* x = inputs[0].data;
+    float* y = outputs[0].data;
+    const int64_t rows = planes * oh;
+    const int64_t per_task = std::max<int64_t>(1, 16384 / ow);
+    ctx.parallel_for((rows + per_task - 1) / per_task, [&](int64_t t) {
+      const int64_t row1 = std::min(rows, (t + 1) * per_task);
+      for (int64_t row = t * per_task; row < row1; ++row) {
+        const int64_t p = row / oh, i = row % oh;
+        const float* xp = x + p * ih * iw;
+        float* dst = y + row * ow;
+        if (!linear_) {
+          const float* src = xp + mh.i0[i] * iw;
+          for (int64_t j = 0; j < ow; ++j) dst[j] = src[mw.i0[j]];
+          continue;
+        }
+        const float* r0 = xp + mh.i0[i] * iw;
+        const float* r1 = xp + mh.i1[i] * iw;
+        const float b = mh.w1[i], a = 1.0f - b;
+        for (int64_t j = 0; j < ow; ++j) {
+          const int64_t c0 = mw.i0[j], c1 = mw.i1[j];
+          const float wb = mw.w1[j], wa = 1.0f - wb;
+          dst[j] = a * (wa * r0[c0] + wb * r0[c1]) + b * (wa * r1[c0] + wb * r1[c1]);
+        }
+      }
+    });
+  }
+
+  void describe(const std::vector<Shape>&, const std::vector<Shape>& outputs,
+                NodeInfo* info) const override {
+    info->kernel = linear_ ? "resize_bilinear" : "resize_nearest";
+    info->flops = linear_ ? 8 * shape_elements(outputs[0]) : 0;
+    info->dense_flops = info->flops;
+  }
+
+ private:
+  AxisMap axis_map(int d, int64_t in, int64_t out) const {
+    const double scale =
+        scales_.empty() ? static_cast<double>(out) / static_cast<double>(in) : scales_[d];
+    // PyTorch's compute_scales_value: the reciprocal, rounded to float
+    const float inv_float = scales_.empty() ? static_cast<float>(in) / static_cast<float>(out)
+                                            : static_cast<float>(1.0 / scales_[d]);
+    AxisMap m;
+    m.i0.resize(out);
+    m.i1.resize(out);
+    m.w1.resize(out);
+    for (int64_t o = 0; o < out; ++o) {
+      const double x = static_cast<double>(o);
+      double c = 0.0;
+      switch (coord_) {
+        case CoordMode::kHalfPixel:
+          c = (x + 0.5) / scale - 0.5;
+          break;
+        case CoordMode::kPytorchHalfPixel:
+          c = out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
+          break;
+        case CoordMode::kAlignCorners:
+          c = out > 1 ? x * static_cast<double>(in - 1) / static_cast<double>(out - 1) : 0.0;
+          break;
+        case CoordMode::kAsymmetric:
+          c = static_cast<float>(o) * inv_float;
+          break;
+      }
+      if (linear_) {
+        c = std::max(c, 0.0);
+        const int64_t i0 = std::min<int64_t>(static_cast<int64_t>(c), in - 1);
+        m.i0[o] = i0;
+        m.i1[o] = std::min<int64_t>(i0 + 1, in - 1);
+        m.w1[o] = m.i1[o] == i0 ? 0.0f : static_cast<float>(c - static_cast<double>(i0));
+      } else {
+        double n = 0.0;
+        switch (nearest_) {
+          case NearestMode::kRoundPreferFloor:
+            n = std::ceil(c - 0.5);
+            break;
+          case NearestMode::kRoundPreferCeil:
+            n = std::floor(c + 0.5);
+            break;
+          case NearestMode::kFloor:
+            n = std::floor(c);
+            break;
+          case NearestMode::kCeil:
+            n = std::ceil(c);
+            break;
+        }
+        m.i0[o] = std::min<int64_t>(std::max<int64_t>(static_cast<int64_t>(n), 0), in - 1);
+      }
+    }
+    return m;
+  }
+
+  bool linear_;
+  std::vector<double> scales_;
+  std::vector<int64_t> sizes_;
+  CoordMode coord_;
+  NearestMode nearest_;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> create_resize(const NodeContext& ctx) {
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  if (ctx.constant(0) != nullptr) ctx.fail("input must be an activation, not a constant");
+  const std::string mode = ctx.attr_string("mode", "nearest");
+  if (mode != "nearest" && mode != "linear")
+    ctx.fail("attribute 'mode' must be 'nearest' or 'linear', got '" + mode + "'");
+  const bool has_scales = ctx.has_attr("scales"), has_sizes = ctx.has_attr("sizes");
+  if (has_scales == has_sizes)
+    ctx.fail("exactly one of the attributes 'scales' and 'sizes' must be given");
+  std::vector<double> scales = ctx.attr_floats("scales", {});
+  std::vector<int64_t> sizes = ctx.attr_ints("sizes", {});
+  if (has_scales) {
+    if (scales.size() != 2) ctx.fail("attribute 'scales' must be 2 floats [sh, sw]");
+    for (double s : scales)
+      if (!(s > 0.0) || !std::isfinite(s))
+        ctx.fail("attribute 'scales' must be positive and finite");
+  } else {
+    if (sizes.size() != 2) ctx.fail("attribute 'sizes' must be 2 ints [oh, ow]");
+    for (int64_t s : sizes)
+      if (s < 1) ctx.fail("attribute 'sizes' must be positive, got " + shape_string(sizes));
+  }
+  const std::string coord_name = ctx.attr_string("coordinate_transformation_mode", "half_pixel");
+  CoordMode coord;
+  if (coord_name == "half_pixel") {
+    coord = CoordMode::kHalfPixel;
+  } else if (coord_name == "pytorch_half_pixel") {
+    coord = CoordMode::kPytorchHalfPixel;
+  } else if (coord_name == "align_corners") {
+    coord = CoordMode::kAlignCorners;
+  } else if (coord_name == "asymmetric") {
+    coord = CoordMode::kAsymmetric;
+  } else {
+    ctx.fail(
+        "attribute 'coordinate_transformation_mode' must be one of half_pixel, pytorch_half_pixel, "
+        "align_corners, asymmetric; got '" +
+        coord_name + "'");
+  }
+  const std::string nearest_name = ctx.attr_string("nearest_mode", "round_prefer_floor");
+  NearestMode nearest;
+  if (nearest_name == "round_prefer_floor") {
+    nearest = NearestMode::kRoundPreferFloor;
+  } else if (nearest_name == "round_prefer_ceil") {
+    nearest = NearestMode::kRoundPreferCeil;
+  } else if (nearest_name == "floor") {
+    nearest = NearestMode::kFloor;
+  } else if (nearest_name == "ceil") {
+    nearest = NearestMode::kCeil;
+  } else {
+    ctx.fail(
+        "attribute 'nearest_mode' must be one of round_prefer_floor, round_prefer_ceil, floor, "
+        "ceil; got '" +
+        nearest_name + "'");
+  }
+  return std::make_unique<ResizeOp>(mode == "linear", scales, sizes, coord, nearest);
+}
+
+}  // namespace ops
+}  // namespace sparsert
