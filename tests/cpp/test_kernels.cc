@@ -189,8 +189,8 @@ TEST(Spmm, HugeKThirtyTwoBitIndices) {
   }
 }
 
-// K-blocked path with 16-bit indices and more rows than one row chunk (256),
-// with a sub-range and strides.
+// Deep K (4608: the X panel is packed in ~19 K blocks for a 64-column tile)
+// with 16-bit indices, empty rows, a sub-range and strides.
 TEST(Spmm, KBlockedRowChunks) {
   for (int64_t n : {33, 64, 200}) {
     KernelCase c;
@@ -205,6 +205,65 @@ TEST(Spmm, KBlockedRowChunks) {
     c.ldy_pad = 3;
     c.c0 = 1;
     c.seed = case_seed(600 + n);
+    test_spmm_case(c);
+  }
+}
+
+// X panels packed per K block into the kernel's stack buffer (panel above
+// 16 KB and nnz >= K): one and several K blocks, more rows than one pass's
+// split table holds, sub-ranges, strides, column offsets, tails, both index widths.
+TEST(Spmm, PackedPanelsManyRowsAndBlocks) {
+  uint64_t i = 0;
+  for (int64_t cols : {200, 768, 2500}) {
+    for (int64_t n : {17, 64, 65, 130}) {
+      KernelCase c;
+      c.rows = cols == 2500 ? 420 : 1100;
+      c.cols = cols;
+      c.n = n;
+      c.sparsity = 0.9;
+      c.empty_rows = 0.05;
+      c.bias = (i % 2) == 0;
+      c.row_begin = 5;
+      c.row_end = c.rows - 2;
+      c.ldx_pad = 3;
+      c.ldy_pad = 1;
+      c.c0 = 2;
+      c.index32 = (i % 3) == 1;
+      c.seed = case_seed(800 + i++);
+      test_spmm_case(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+// More packed K blocks than the kernel allows (K x tile > 64 blocks of 64 KB)
+// with enough nonzeros to want packing: the in-place K-blocked path.
+TEST(Spmm, TooManyPackedBlocksFallsBackInPlace) {
+  for (int64_t n : {16, 64}) {
+    KernelCase c;
+    c.rows = 40;
+    c.cols = 20000;
+    c.n = n;
+    c.sparsity = 0.9;
+    c.seed = case_seed(900 + n);
+    test_spmm_case(c);
+  }
+}
+
+// SpMV rows of every length around the 16-nonzero step, all in one matrix.
+TEST(Spmm, SpmvRowLengths) {
+  for (bool index32 : {false, true}) {
+    KernelCase c;
+    c.rows = 300;
+    c.cols = 64;
+    c.n = 1;
+    c.sparsity = 0.6;
+    c.empty_rows = 0.1;
+    c.index32 = index32;
+    c.seed = case_seed(950 + index32);
+    test_spmm_case(c);
+    c.ldx_pad = 4;  // x with a stride
+    c.ldy_pad = 2;
     test_spmm_case(c);
   }
 }

@@ -1,5 +1,6 @@
-// AVX2 CSR spmm: 32-column tiles (4 YMM) with masked tails and K blocking for
-// large K (spmm_impl.h); SpMV (n == 1) uses scalar FMAs with 4 accumulators.
+// AVX2 CSR spmm: 32-column tiles (4 YMM) with masked tails, X panels packed
+// per K block into an L1-sized buffer (spmm_impl.h); SpMV (n == 1) uses
+// scalar FMAs with 4 accumulators.
 #include <immintrin.h>
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 // NEON CSR spmm (aarch64 and armv7): 16-column tiles (4 Q registers) with
-// tails through a stack buffer and K blocking for large K (spmm_impl.h);
+// tails through a stack buffer, X panels packed per K block into an L1-sized
+// buffer (spmm_impl.h);
 // SpMV (n == 1) uses scalar multiply-adds with 4 accumulators.
 #include <arm_neon.h>
 

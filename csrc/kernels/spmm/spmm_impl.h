@@ -18,29 +18,56 @@
 //   nonzeros, with 2 (4 for 1-vector tiles) independent accumulator sets so
 //   the FMA latency is hidden; each nonzero costs one broadcast and one
 //   vector load per vector of the tile.
-// - When the K x tile panel of X would not stay in L2, K is cut into blocks
-//   and the rows are processed in chunks: for a chunk, the nonzeros of each
-//   row are split by K block once (a small stack table), then for each tile
-//   and K block all rows of the chunk accumulate into Y, so the X block is
-//   read from L2 instead of L3 / memory.
+// - A nonzero's X row segment must come from L1: from L2 (Zen 5: ~40 B per
+//   cycle in practice) a 4-vector tile costs 5-7 cycles per nonzero instead
+//   of ~3. So when the K x tile panel of X exceeds 16 KB and the rows reuse
+//   it (nnz >= K), K is cut into balanced blocks of at most 64 KB, and for
+//   each tile and K block the block of X is first copied into a contiguous
+//   stack buffer (row stride = tile width, so no L1 set conflicts from a
+//   power-of-two ldx); then every row of the pass accumulates its nonzeros of
+//   that block into Y (the first block writes bias + sum). A row's nonzeros
+//   are split by K block once per pass of up to 1024 rows (a 32 KB stack
+//   table), so the copy of each X block is shared by many rows.
+// - Panels too deep for 64 packed blocks (K * tile > 4 MB) use in-place K
+//   blocks of at most 384 KB (L2) instead.
+// - Stack use: about 100 KB (the X buffer and the split table).
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 namespace sparsert {
 namespace kernels {
 namespace {
 
 constexpr int64_t kSpmmTileVectors = 4;
-constexpr int64_t kSpmmRowChunk = 256;            // rows per K-blocked pass
-constexpr int64_t kSpmmMaxKBlocks = 32;           // bounds the split table: 256 * 33 * 4 B = 33 KB
-constexpr int64_t kSpmmKBlock = 512;              // K block when blocking (tuned on Zen 4)
-constexpr int64_t kSpmmPanelBudget = 384 * 1024;  // bytes of X panel we let live in L2
+constexpr int64_t kSpmmRowChunk = 256;  // rows per pass without K blocking
+// With K blocking, a pass takes as many rows (up to kSpmmMaxRowChunk) as fit
+// a split table of kSpmmSplitEntries = rows * (K blocks + 1) entries (32 KB):
+// more rows per pass spread the cost of packing each X block.
+constexpr int64_t kSpmmSplitEntries = 8192;
+constexpr int64_t kSpmmMaxRowChunk = 1024;
+constexpr int64_t kSpmmMaxKBlocks = 64;
+// X panels up to this size are read in place (they stay in L1 even with a
+// power-of-two row stride, whose L1 set conflicts make larger strided panels
+// spill).
+constexpr int64_t kSpmmDirectPanelBytes = 16 * 1024;
+// Larger panels are copied, one K block at a time, into a contiguous stack
+// buffer of at most this many bytes. Zen 5 (AVX-512), 1 thread, 90% sparsity,
+// median ms with budget 32 / 40 / 48 / 64 KB (passes of up to 1024 rows):
+//   3072 x 768 x 128:  0.91 / 0.83 / 0.76 / 0.71  (in place, no copy: 0.95)
+//   256 x 256 x 3136:  0.46 / 0.44 / 0.45 / 0.45  (in place: 0.69)
+//   512 x 4608 x 196:  1.91 / 1.70 / 1.66 / 1.58  (in place, K blocks of 512: 1.64)
+// (The machine was shared: +-5%. 32 KB was best with passes of 128 rows.)
+constexpr int64_t kSpmmPackBudgetBytes = 64 * 1024;
+// The K-blocked in-place path (K too deep for kSpmmMaxKBlocks packed blocks)
+// keeps each X panel block under this size, in L2.
+constexpr int64_t kSpmmL2PanelBytes = 384 * 1024;
 
 template <class Ops, typename Index, int kNv, bool kTail>
 void spmm_tile_rows(const float* values, const Index* idx, const uint32_t* starts, int64_t stride,
                     int64_t nrows, const float* x, int64_t ldx, const float* bias, float* y,
-                    int64_t ldy, typename Ops::Tail tail, bool accumulate) {
+                    int64_t ldy, typename Ops::Tail tail, bool accumulate, int64_t k0) {
   using V = typename Ops::V;
   constexpr int L = Ops::kLanes;
   constexpr int kSets = kNv == 1 ? 4 : 2;
@@ -64,7 +91,7 @@ void spmm_tile_rows(const float* values, const Index* idx, const uint32_t* start
     uint32_t j = jb;
     for (; j + kSets <= je; j += kSets) {
       for (int s = 0; s < kSets; ++s) {
-        const float* xk = x + static_cast<int64_t>(idx[j + s]) * ldx;
+        const float* xk = x + (static_cast<int64_t>(idx[j + s]) - k0) * ldx;
         const V w = Ops::set1(values[j + s]);
         for (int v = 0; v < kNv; ++v) {
           const V xv =
@@ -74,7 +101,7 @@ void spmm_tile_rows(const float* values, const Index* idx, const uint32_t* start
       }
     }
     for (; j < je; ++j) {
-      const float* xk = x + static_cast<int64_t>(idx[j]) * ldx;
+      const float* xk = x + (static_cast<int64_t>(idx[j]) - k0) * ldx;
       const V w = Ops::set1(values[j]);
       for (int v = 0; v < kNv; ++v) {
         const V xv =
@@ -99,14 +126,14 @@ void spmm_tile_rows(const float* values, const Index* idx, const uint32_t* start
 template <class Ops, typename Index>
 void spmm_tile(const float* values, const Index* idx, const uint32_t* starts, int64_t stride,
                int64_t nrows, const float* x, int64_t ldx, int64_t cols, const float* bias,
-               float* y, int64_t ldy, bool accumulate) {
+               float* y, int64_t ldy, bool accumulate, int64_t k0) {
   constexpr int L = Ops::kLanes;
   const int64_t nv = (cols + L - 1) / L;
   const int rem = static_cast<int>(cols % L);
   const typename Ops::Tail tail = Ops::tail(rem == 0 ? 1 : rem);
 #define SPARSERT_TILE(NV, TAIL)                                                                  \
   spmm_tile_rows<Ops, Index, NV, TAIL>(values, idx, starts, stride, nrows, x, ldx, bias, y, ldy, \
-                                       tail, accumulate)
+                                       tail, accumulate, k0)
   if (rem == 0) {
     switch (nv) {
       case 1:
@@ -141,6 +168,26 @@ void spmm_tile(const float* values, const Index* idx, const uint32_t* starts, in
 #undef SPARSERT_TILE
 }
 
+// Splits the nonzeros of rows [r0, r0 + nrows) by K block: row i's nonzeros
+// with k in block b are [splits[i * (nb + 1) + b], splits[i * (nb + 1) + b + 1]).
+template <typename Index>
+void spmm_split_rows(const Index* idx, const uint32_t* row_ptr, int64_t r0, int64_t nrows,
+                     int64_t kb, int64_t nb, uint32_t* splits) {
+  const int64_t stride = nb + 1;
+  for (int64_t i = 0; i < nrows; ++i) {
+    uint32_t j = row_ptr[r0 + i];
+    const uint32_t end = row_ptr[r0 + i + 1];
+    uint32_t* s = splits + i * stride;
+    s[0] = j;
+    for (int64_t b = 1; b < nb; ++b) {
+      const int64_t limit = b * kb;
+      while (j < end && static_cast<int64_t>(idx[j]) < limit) ++j;
+      s[b] = j;
+    }
+    s[nb] = end;
+  }
+}
+
 template <class Ops, typename Index>
 void spmm_run(const float* values, const Index* idx, const uint32_t* row_ptr, int64_t k_cols,
               int64_t row_begin, int64_t row_end, const float* x, int64_t ldx, int64_t n,
@@ -150,50 +197,59 @@ void spmm_run(const float* values, const Index* idx, const uint32_t* row_ptr, in
   const float* bias_r = bias != nullptr ? bias + row_begin : nullptr;
   float* y_r = y + row_begin * ldy;
   const int64_t rows = row_end - row_begin;
-  if (k_cols * tile_cols * static_cast<int64_t>(sizeof(float)) <= kSpmmPanelBudget) {
-    // No K blocking. Rows still go in chunks, so that the chunk's weights and
-    // Y rows stay in L2 across the column tiles.
-    for (int64_t rc = 0; rc < rows; rc += kSpmmRowChunk) {
-      const int64_t nrows = rows - rc < kSpmmRowChunk ? rows - rc : kSpmmRowChunk;
-      for (int64_t c0 = 0; c0 < n; c0 += kTile) {
-        const int64_t cols = n - c0 < kTile ? n - c0 : kTile;
-        spmm_tile<Ops, Index>(values, idx, row_ptr + row_begin + rc, 1, nrows, x + c0, ldx, cols,
-                              bias_r != nullptr ? bias_r + rc : nullptr, y_r + rc * ldy + c0, ldy,
-                              false);
+  const int64_t panel_bytes = k_cols * tile_cols * static_cast<int64_t>(sizeof(float));
+  const int64_t nnz = static_cast<int64_t>(row_ptr[row_end] - row_ptr[row_begin]);
+  // Copying a panel pays off once its X rows are reused: nnz >= K on average.
+  const bool pack = panel_bytes > kSpmmDirectPanelBytes && nnz >= k_cols;
+  // K blocks: balanced; packed blocks fit the budget, in-place ones L2.
+  int64_t nb = (panel_bytes + kSpmmPackBudgetBytes - 1) / kSpmmPackBudgetBytes;
+  const bool packed = pack && nb <= kSpmmMaxKBlocks;
+  if (!packed) {
+    if (panel_bytes <= kSpmmL2PanelBytes) {
+      // In place, no K blocking. Rows go in chunks so that the chunk's weights
+      // and Y rows stay in L2 across the column tiles.
+      for (int64_t rc = 0; rc < rows; rc += kSpmmRowChunk) {
+        const int64_t nrows = rows - rc < kSpmmRowChunk ? rows - rc : kSpmmRowChunk;
+        for (int64_t c0 = 0; c0 < n; c0 += kTile) {
+          const int64_t cols = n - c0 < kTile ? n - c0 : kTile;
+          spmm_tile<Ops, Index>(values, idx, row_ptr + row_begin + rc, 1, nrows, x + c0, ldx, cols,
+                                bias_r != nullptr ? bias_r + rc : nullptr, y_r + rc * ldy + c0, ldy,
+                                false, 0);
+        }
       }
+      return;
     }
-    return;
+    nb = (panel_bytes + kSpmmL2PanelBytes - 1) / kSpmmL2PanelBytes;
+    if (nb > kSpmmMaxKBlocks) nb = kSpmmMaxKBlocks;
   }
-  int64_t kb = kSpmmKBlock;
-  int64_t nb = (k_cols + kb - 1) / kb;
-  if (nb > kSpmmMaxKBlocks) {
-    kb = (k_cols + kSpmmMaxKBlocks - 1) / kSpmmMaxKBlocks;
-    nb = (k_cols + kb - 1) / kb;
-  }
-  uint32_t splits[kSpmmRowChunk * (kSpmmMaxKBlocks + 1)];
+  // kb * tile_cols floats <= budget / 4 + tile_cols: the buffer has room for one more row.
+  const int64_t kb = (k_cols + nb - 1) / nb;
+  nb = (k_cols + kb - 1) / kb;
+  uint32_t splits[kSpmmSplitEntries];
+  alignas(64) float xbuf[kSpmmPackBudgetBytes / sizeof(float) + kTile];
   const int64_t stride = nb + 1;
-  for (int64_t rc = 0; rc < rows; rc += kSpmmRowChunk) {
-    const int64_t nrows = rows - rc < kSpmmRowChunk ? rows - rc : kSpmmRowChunk;
-    for (int64_t i = 0; i < nrows; ++i) {
-      const int64_t r = row_begin + rc + i;
-      uint32_t j = row_ptr[r];
-      const uint32_t end = row_ptr[r + 1];
-      uint32_t* s = splits + i * stride;
-      s[0] = j;
-      for (int64_t b = 1; b < nb; ++b) {
-        const int64_t limit = b * kb;
-        while (j < end && static_cast<int64_t>(idx[j]) < limit) ++j;
-        s[b] = j;
-      }
-      s[nb] = end;
-    }
+  const int64_t chunk =
+      kSpmmSplitEntries / stride < kSpmmMaxRowChunk ? kSpmmSplitEntries / stride : kSpmmMaxRowChunk;
+  for (int64_t rc = 0; rc < rows; rc += chunk) {
+    const int64_t nrows = rows - rc < chunk ? rows - rc : chunk;
+    spmm_split_rows(idx, row_ptr, row_begin + rc, nrows, kb, nb, splits);
     const float* bias_c = bias_r != nullptr ? bias_r + rc : nullptr;
     float* y_c = y_r + rc * ldy;
     for (int64_t c0 = 0; c0 < n; c0 += kTile) {
       const int64_t cols = n - c0 < kTile ? n - c0 : kTile;
       for (int64_t b = 0; b < nb; ++b) {
-        spmm_tile<Ops, Index>(values, idx, splits + b, stride, nrows, x + c0, ldx, cols, bias_c,
-                              y_c + c0, ldy, b > 0);
+        if (packed) {
+          // X[k0:k1, c0:c0+cols] -> xbuf, row stride tile_cols.
+          const int64_t k0 = b * kb, k1 = k0 + kb < k_cols ? k0 + kb : k_cols;
+          for (int64_t k = k0; k < k1; ++k) {
+            std::memcpy(xbuf + (k - k0) * tile_cols, x + k * ldx + c0, cols * sizeof(float));
+          }
+          spmm_tile<Ops, Index>(values, idx, splits + b, stride, nrows, xbuf, tile_cols, cols,
+                                bias_c, y_c + c0, ldy, b > 0, k0);
+        } else {
+          spmm_tile<Ops, Index>(values, idx, splits + b, stride, nrows, x + c0, ldx, cols, bias_c,
+                                y_c + c0, ldy, b > 0, 0);
+        }
       }
     }
   }
