@@ -196,8 +196,8 @@ class GraphBuilder:
         spr.write(self.build(), path)
         return os.fspath(path)
 
-    def load(self, threads: int | None = None) -> Any:
+    def load(self, threads: int | None = None, tune: bool = False) -> Any:
         """Load the graph into the native runtime without touching disk."""
         from sparsert.runtime import load_bytes
 
-        return load_bytes(self.to_bytes(), threads=threads)
+        return load_bytes(self.to_bytes(), threads=threads, tune=tune)

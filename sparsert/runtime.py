@@ -28,11 +28,14 @@ class TensorSpec:
         return f"{self.name}: {self.dtype}[{dims}]"
 
 
-def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool = True) -> Model:
+def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool = True,
+         tune: bool = False) -> Model:
     """Load a ``.spr`` model (memory-mapped; weights are used in place).
 
     threads: kernel threads for this model (default: one per core).
     verify: check the CRC-32 of the weights (the structure is always checked).
+    tune: time sparse and dense kernels per layer on this machine at load and
+        keep the faster (default: a cost model measured on x86 and ARM).
     Raises FileNotFoundError, sparsert.FormatError (a ValueError) for a bad
     file, sparsert.UnsupportedError for ops this build does not implement.
     """
@@ -41,12 +44,15 @@ def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool 
         raise FileNotFoundError(f"no such model file: {path!r}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"expected a .spr file, got a directory: {path!r}")
-    return Model(_core.Model.load(path, _threads(threads), bool(verify)), source=path)
+    return Model(_core.Model.load(path, _threads(threads), bool(verify), bool(tune)), source=path)
 
 
-def load_bytes(data: bytes | bytearray | memoryview, threads: int | None = None, verify: bool = True) -> Model:
+def load_bytes(data: bytes | bytearray | memoryview, threads: int | None = None, verify: bool = True,
+               tune: bool = False) -> Model:
     """Load a model from bytes in memory (copied; the caller may drop them)."""
-    return Model(_core.Model.load_from_buffer(memoryview(data).cast("B"), _threads(threads), bool(verify)))
+    return Model(
+        _core.Model.load_from_buffer(memoryview(data).cast("B"), _threads(threads), bool(verify), bool(tune))
+    )
 
 
 def _threads(threads: int | None) -> int:

@@ -295,3 +295,27 @@ def test_models_with_different_thread_counts_do_not_interfere(rng):
         t.join()
     for y in out["a"] + out["b"]:
         np.testing.assert_allclose(y, out["a"][0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("tune", [False, True])
+def test_per_layer_kernel_choice(rng, tune):
+    """Whatever the file stores, a mostly-nonzero weight runs dense and a
+    mostly-zero one runs sparse; results are the same either way."""
+    mostly_dense = random_sparse(rng, (96, 80), 0.1)
+    mostly_zero = random_sparse(rng, (64, 96), 0.97)
+    g = sparsert.GraphBuilder()
+    x = g.input("x", (-1, 80))
+    h = g.node("Linear", [x, g.constant("a", mostly_dense, storage="csr")], {"activation": "relu"})
+    y = g.node("Linear", [h, g.constant("b", mostly_zero, storage="dense")])
+    g.output(y)
+    m = g.load(tune=tune)
+    for batch in (1, 8):
+        xs = rng.standard_normal((batch, 80)).astype(np.float32)
+        ref = np.maximum(xs.astype(np.float64) @ mostly_dense.T, 0) @ mostly_zero.T
+        check_close(m.run(xs), ref)
+        rows = m.summary([(batch, 80)])
+        assert rows[0]["weight_storage"] == "csr" and rows[1]["weight_storage"] == "dense"
+        if not tune:
+            assert "gemm" in rows[0]["kernel"] and "densified" in rows[0]["kernel"]
+            assert "spmm" in rows[1]["kernel"] and "sparse copy" in rows[1]["kernel"]
+            assert rows[1]["flops"] == 2 * np.count_nonzero(mostly_zero) * batch

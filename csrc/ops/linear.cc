@@ -4,8 +4,21 @@
 // B > 1 rows the input is transposed into scratch (K x B), the kernel writes
 // Y^T (M x B) and each task transposes its own rows back into Y. With B == 1
 // the kernel reads X and writes Y directly (SpMV / GEMV).
+//
+// Per-layer kernel choice: whatever the file stores, the op runs the sparse
+// kernel when the weight is sparse enough for it to win and the dense packed
+// GEMM otherwise (a CSR weight that is mostly nonzero is densified; a dense
+// weight that is mostly zero gets a CSR copy). The crossover densities come
+// from measurements on Zen 4 (AVX-512) at 1 thread, where one stored nonzero
+// costs the sparse kernel ~2.6x (SpMV, 4096x4096) to ~3.4x (SpMM,
+// 512x4608x196) what one dense weight costs the GEMM:
+//   batch 1 (SpMV vs GEMV, memory bound): sparse below density 0.35
+//   batch > 1 (SpMM vs GEMM):              sparse below density 0.28
+// With LoadOptions::tune both kernels are timed at load on this machine.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <random>
 
 #include "kernels/kernels.h"
 #include "ops/activation.h"
@@ -16,10 +29,15 @@ namespace sparsert {
 namespace ops {
 namespace {
 
+constexpr double kSparseMaxDensityBatch1 = 0.35;
+constexpr double kSparseMaxDensityBatched = 0.28;
+constexpr int64_t kTuneBatch = 32;
+
 class LinearOp final : public Op {
  public:
-  LinearOp(const format::TensorInfo& w, const float* bias, Activation act)
+  LinearOp(const format::TensorInfo& w, const float* bias, Activation act, bool tune)
       : rows_(w.dims[0]), cols_(w.dims[1]), bias_(bias), act_(act), weight_(w) {
+    const int64_t elements = rows_ * cols_;
     if (w.storage == format::Storage::kCsr) {
       csr_.rows = w.rows;
       csr_.cols = w.cols;
@@ -27,12 +45,33 @@ class LinearOp final : public Op {
       csr_.col_idx16 = w.col_idx16;
       csr_.col_idx32 = w.col_idx32;
       csr_.values = w.values;
-      spmm_ = &kernels::spmm_best();
       nnz_ = static_cast<int64_t>(w.nnz);
     } else {
-      gemm_ = &kernels::gemm_best();
-      gemm_->pack(static_cast<const float*>(w.data), rows_, cols_, cols_, &packed_);
-      nnz_ = rows_ * cols_;
+      const float* data = static_cast<const float*>(w.data);
+      nnz_ = 0;
+      for (int64_t i = 0; i < elements; ++i) nnz_ += data[i] != 0.0f;
+    }
+    const double density = elements == 0 ? 1.0 : static_cast<double>(nnz_) / static_cast<double>(elements);
+    bool want_sparse = density <= kSparseMaxDensityBatch1;
+    bool want_dense = density > kSparseMaxDensityBatched;
+    if (tune && elements > 0) want_sparse = want_dense = true;
+    if (want_sparse) ensure_csr();
+    if (want_dense) ensure_dense();
+    sparse_batch1_ = has_csr() && (!has_dense() || density <= kSparseMaxDensityBatch1);
+    sparse_batched_ = has_csr() && (!has_dense() || density <= kSparseMaxDensityBatched);
+    if (tune && elements > 0) {
+      sparse_batch1_ = time_sparse_vs_dense(1);
+      sparse_batched_ = time_sparse_vs_dense(kTuneBatch);
+      // drop the representation no regime uses
+      if (!sparse_batch1_ && !sparse_batched_) {
+        owned_row_ptr_.clear();
+        owned_col_.clear();
+        owned_values_.clear();
+        spmm_ = nullptr;
+      } else if (sparse_batch1_ && sparse_batched_) {
+        packed_ = kernels::PackedGemmWeights();
+        gemm_ = nullptr;
+      }
     }
   }
 
@@ -47,30 +86,145 @@ class LinearOp final : public Op {
   }
 
   size_t scratch_bytes(const std::vector<Shape>& inputs, int threads) const override {
-    const int64_t batch = shape_elements(inputs[0]) / std::max<int64_t>(cols_, 1);
+    const int64_t batch = cols_ == 0 ? 0 : shape_elements(inputs[0]) / cols_;
     if (batch <= 1) return 0;
     return sizeof(float) * static_cast<size_t>(batch * (cols_ + rows_)) + 128;
   }
 
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
-    const int64_t batch = cols_ == 0 ? shape_elements(inputs[0].shape)
-                                     : shape_elements(inputs[0].shape) / cols_;
-    const float* x = inputs[0].data;
+    const int64_t batch = cols_ == 0 ? 0 : shape_elements(inputs[0].shape) / cols_;
     float* y = outputs[0].data;
-    if (batch == 0 || rows_ == 0) return;
-    const int64_t work = nnz_ * batch;
-    const std::vector<int64_t> bounds = row_partition(ctx.threads(), work);
+    if (rows_ == 0 || batch == 0) return;
+    if (cols_ == 0) {  // empty reduction: bias only
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t r = 0; r < rows_; ++r) y[b * rows_ + r] = bias_ ? bias_[r] : 0.0f;
+        apply_activation(act_, y + b * rows_, rows_);
+      }
+      return;
+    }
+    compute_all(ctx, inputs[0].data, batch, y, static_cast<float*>(ctx.scratch()));
+  }
+
+  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
+                NodeInfo* info) const override {
+    const int64_t batch = cols_ == 0 ? 0 : shape_elements(inputs[0]) / cols_;
+    const bool sparse = use_sparse(batch);
+    info->weight_storage = weight_.storage == format::Storage::kCsr ? "csr" : "dense";
+    info->weight_shape = {rows_, cols_};
+    info->weight_elements = rows_ * cols_;
+    info->weight_nnz = weight_.storage == format::Storage::kCsr ? nnz_ : rows_ * cols_;
+    info->weight_bytes = static_cast<int64_t>(weight_.stored_bytes());
+    info->flops = 2 * (sparse ? nnz_ : rows_ * cols_) * batch;
+    info->dense_flops = 2 * rows_ * cols_ * batch;
+    if (rows_ * cols_ == 0) {
+      info->kernel = "bias_only";
+      return;
+    }
+    info->kernel = sparse ? spmm_->name : gemm_->name;
+    const bool stored_sparse = weight_.storage == format::Storage::kCsr;
+    if (sparse != stored_sparse) info->kernel += sparse ? " (sparse copy of dense)" : " (densified)";
+  }
+
+ private:
+  bool has_csr() const { return spmm_ != nullptr; }
+  bool has_dense() const { return gemm_ != nullptr; }
+  bool use_sparse(int64_t batch) const { return batch <= 1 ? sparse_batch1_ : sparse_batched_; }
+
+  void ensure_csr() {
+    spmm_ = &kernels::spmm_best();
+    if (weight_.storage == format::Storage::kCsr) return;
+    const float* data = static_cast<const float*>(weight_.data);
+    owned_row_ptr_.assign(rows_ + 1, 0);
+    owned_values_.reserve(nnz_);
+    std::vector<uint32_t> cols32;
+    cols32.reserve(nnz_);
+    for (int64_t r = 0; r < rows_; ++r) {
+      for (int64_t c = 0; c < cols_; ++c) {
+        float v = data[r * cols_ + c];
+        if (v != 0.0f) {
+          owned_values_.push_back(v);
+          cols32.push_back(static_cast<uint32_t>(c));
+        }
+      }
+      owned_row_ptr_[r + 1] = static_cast<uint32_t>(owned_values_.size());
+    }
+    csr_ = kernels::CsrMatrix();
+    csr_.rows = rows_;
+    csr_.cols = cols_;
+    csr_.row_ptr = owned_row_ptr_.data();
+    csr_.values = owned_values_.data();
+    if (cols_ <= 65536) {
+      owned_col16_.assign(cols32.begin(), cols32.end());
+      csr_.col_idx16 = owned_col16_.data();
+    } else {
+      owned_col_ = std::move(cols32);
+      csr_.col_idx32 = owned_col_.data();
+    }
+  }
+
+  void ensure_dense() {
+    gemm_ = &kernels::gemm_best();
+    if (weight_.storage == format::Storage::kDense) {
+      gemm_->pack(static_cast<const float*>(weight_.data), rows_, cols_, cols_, &packed_);
+      return;
+    }
+    std::vector<float> dense(static_cast<size_t>(rows_ * cols_), 0.0f);
+    for (int64_t r = 0; r < rows_; ++r)
+      for (uint32_t i = csr_.row_ptr[r]; i < csr_.row_ptr[r + 1]; ++i) {
+        const int64_t c = csr_.col_idx16 ? csr_.col_idx16[i] : csr_.col_idx32[i];
+        dense[r * cols_ + c] = csr_.values[i];
+      }
+    gemm_->pack(dense.data(), rows_, cols_, cols_, &packed_);
+  }
+
+  // Times both kernels (single thread) on a random batch; true if sparse wins.
+  bool time_sparse_vs_dense(int64_t batch) const {
+    std::mt19937 gen(12345);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(cols_ * batch)), y(static_cast<size_t>(rows_ * batch));
+    for (auto& v : x) v = dist(gen);
+    auto time_one = [&](bool sparse) {
+      double best = 1e30;
+      for (int rep = 0; rep < 5; ++rep) {
+        auto t0 = std::chrono::steady_clock::now();
+        if (sparse)
+          spmm_->fn(csr_, 0, rows_, x.data(), batch, batch, bias_, y.data(), batch);
+        else
+          gemm_->fn(packed_, 0, rows_, x.data(), batch, batch, bias_, y.data(), batch);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    return time_one(true) <= time_one(false);
+  }
+
+  void compute(bool sparse, int64_t r0, int64_t r1, const float* x, int64_t ldx, int64_t n, float* y,
+               int64_t ldy) const {
+    if (sparse) {
+      spmm_->fn(csr_, r0, r1, x, ldx, n, bias_, y, ldy);
+    } else {
+      gemm_->fn(packed_, r0, r1, x, ldx, n, bias_, y, ldy);
+    }
+  }
+
+  void compute_all(const RunContext& ctx, const float* x, int64_t batch, float* y, float* scratch) const {
+    const bool sparse = use_sparse(batch);
+    const int64_t work = (sparse ? nnz_ : rows_ * cols_) * batch;
+    const int64_t tasks = partition_task_count(ctx.threads(), work, rows_);
+    const std::vector<int64_t> bounds = sparse ? partition_csr_rows(csr_.row_ptr, rows_, tasks)
+                                               : partition_rows(rows_, tasks, packed_.row_block);
+    const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
     if (batch == 1) {
-      ctx.parallel_for(static_cast<int64_t>(bounds.size()) - 1, [&](int64_t t) {
+      ctx.parallel_for(n_tasks, [&](int64_t t) {
         const int64_t r0 = bounds[t], r1 = bounds[t + 1];
         if (r0 == r1) return;
-        compute(r0, r1, x, 1, 1, y, 1);
+        compute(sparse, r0, r1, x, 1, 1, y, 1);
         apply_activation(act_, y + r0, r1 - r0);
       });
       return;
     }
-    float* xt = static_cast<float*>(ctx.scratch());
+    float* xt = scratch;
     float* yt = xt + ((batch * cols_ + 15) / 16) * 16;
     // X (batch x K) -> X^T (K x batch), in blocks of K.
     const int64_t k_block = 64;
@@ -81,10 +235,10 @@ class LinearOp final : public Op {
         for (int64_t k = k0; k < k1; ++k) xt[k * batch + b] = src[k];
       }
     });
-    ctx.parallel_for(static_cast<int64_t>(bounds.size()) - 1, [&](int64_t t) {
+    ctx.parallel_for(n_tasks, [&](int64_t t) {
       const int64_t r0 = bounds[t], r1 = bounds[t + 1];
       if (r0 == r1) return;
-      compute(r0, r1, xt, batch, batch, yt, batch);
+      compute(sparse, r0, r1, xt, batch, batch, yt, batch);
       apply_activation(act_, yt + r0 * batch, (r1 - r0) * batch);
       for (int64_t b = 0; b < batch; ++b) {
         float* dst = y + b * rows_;
@@ -93,44 +247,18 @@ class LinearOp final : public Op {
     });
   }
 
-  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
-                NodeInfo* info) const override {
-    const int64_t batch = cols_ == 0 ? 0 : shape_elements(inputs[0]) / cols_;
-    info->weight_storage = spmm_ ? "csr" : "dense";
-    info->weight_shape = {rows_, cols_};
-    info->weight_elements = rows_ * cols_;
-    info->weight_nnz = nnz_;
-    info->weight_bytes = static_cast<int64_t>(weight_.stored_bytes());
-    info->flops = 2 * nnz_ * batch;
-    info->dense_flops = 2 * rows_ * cols_ * batch;
-    info->kernel = spmm_ ? spmm_->name : gemm_->name;
-  }
-
- private:
-  // Rows [r0, r1) of Y^T = W X^T (+ bias).
-  void compute(int64_t r0, int64_t r1, const float* x, int64_t ldx, int64_t n, float* y,
-               int64_t ldy) const {
-    if (spmm_) {
-      spmm_->fn(csr_, r0, r1, x, ldx, n, bias_, y, ldy);
-    } else {
-      gemm_->fn(packed_, r0, r1, x, ldx, n, bias_, y, ldy);
-    }
-  }
-
-  // Row boundaries for the tasks: balanced by nonzeros for CSR, multiples of
-  // the packed row block for dense.
-  std::vector<int64_t> row_partition(int threads, int64_t work) const {
-    const int64_t tasks = partition_task_count(threads, work, rows_);
-    if (spmm_) return partition_csr_rows(csr_.row_ptr, rows_, tasks);
-    return partition_rows(rows_, tasks, packed_.row_block);
-  }
-
   int64_t rows_, cols_;
   const float* bias_;
   Activation act_;
   const format::TensorInfo& weight_;
   int64_t nnz_ = 0;
+  bool sparse_batch1_ = false;
+  bool sparse_batched_ = false;
   kernels::CsrMatrix csr_;
+  std::vector<uint32_t> owned_row_ptr_;
+  std::vector<uint16_t> owned_col16_;
+  std::vector<uint32_t> owned_col_;
+  std::vector<float> owned_values_;
   const kernels::SpmmKernel* spmm_ = nullptr;
   const kernels::GemmKernel* gemm_ = nullptr;
   kernels::PackedGemmWeights packed_;
@@ -154,7 +282,7 @@ std::unique_ptr<Op> create_linear(const NodeContext& ctx) {
                shape_string(b.dims));
     bias = static_cast<const float*>(b.data);
   }
-  return std::make_unique<LinearOp>(w, bias, parse_fused_activation(ctx));
+  return std::make_unique<LinearOp>(w, bias, parse_fused_activation(ctx), ctx.tune());
 }
 
 }  // namespace ops

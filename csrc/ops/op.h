@@ -37,9 +37,13 @@ std::string shape_string(const Shape& shape);  // "[1, 3, 224, 224]"
 // What a factory sees of its node at load time.
 class NodeContext {
  public:
-  NodeContext(const format::Node& node, const format::ModelFile& file) : node_(node), file_(file) {}
+  NodeContext(const format::Node& node, const format::ModelFile& file, bool tune = false)
+      : node_(node), file_(file), tune_(tune) {}
 
   const format::Node& node() const { return node_; }
+  // LoadOptions::tune: time the candidate kernels now and keep the fastest,
+  // instead of choosing from the cost model.
+  bool tune() const { return tune_; }
   size_t input_count() const { return node_.inputs.size(); }
   bool has_input(size_t i) const { return i < node_.inputs.size() && !node_.inputs[i].empty(); }
   // The constant behind input i, or nullptr when it is an activation or absent.
@@ -64,6 +68,7 @@ class NodeContext {
  private:
   const format::Node& node_;
   const format::ModelFile& file_;
+  bool tune_;
 };
 
 struct InputRef {

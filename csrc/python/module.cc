@@ -131,27 +131,29 @@ PYBIND11_MODULE(_core, m) {
   py::class_<sparsert::Model>(m, "Model")
       .def_static(
           "load",
-          [](const std::string& path, int threads, bool verify) {
+          [](const std::string& path, int threads, bool verify, bool tune) {
             sparsert::LoadOptions options;
             options.threads = threads;
             options.verify_checksum = verify;
+            options.tune = tune;
             py::gil_scoped_release release;
             return sparsert::Model::load(path, options);
           },
-          py::arg("path"), py::arg("threads") = 0, py::arg("verify") = true)
+          py::arg("path"), py::arg("threads") = 0, py::arg("verify") = true, py::arg("tune") = false)
       .def_static(
           "load_from_buffer",
-          [](py::buffer data, int threads, bool verify) {
+          [](py::buffer data, int threads, bool verify, bool tune) {
             py::buffer_info info = data.request();
             sparsert::LoadOptions options;
             options.threads = threads;
             options.verify_checksum = verify;
+            options.tune = tune;
             const size_t size = static_cast<size_t>(info.size * info.itemsize);
             const void* ptr = info.ptr;
             py::gil_scoped_release release;
             return sparsert::Model::load_from_buffer(ptr, size, options);
           },
-          py::arg("data"), py::arg("threads") = 0, py::arg("verify") = true)
+          py::arg("data"), py::arg("threads") = 0, py::arg("verify") = true, py::arg("tune") = false)
       .def_property_readonly("inputs",
                              [](const sparsert::Model& model) {
                                py::list out;

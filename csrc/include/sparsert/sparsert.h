@@ -85,6 +85,10 @@ struct TensorSpec {
 struct LoadOptions {
   int threads = 0;              // 0: one per hardware core
   bool verify_checksum = true;  // CRC-32 of the data section (the body is always checked)
+  // Per layer, the runtime picks sparse or dense kernels from a cost model
+  // measured on x86 and ARM; tune = true times both on this machine at load
+  // and keeps the faster (load takes longer).
+  bool tune = false;
 };
 
 // One row of Model::summary(): what a node does and how it runs here.
