@@ -79,11 +79,16 @@ void ThreadPool::worker_loop() {
 
 void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn) {
   if (tasks <= 0) return;
-  std::unique_lock<std::mutex> owner(busy_, std::try_to_lock);
-  if (tasks == 1 || threads_ == 1 || !owner.owns_lock()) {
+  bool expected = false;
+  if (tasks == 1 || threads_ == 1 ||
+      !busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
     for (int64_t t = 0; t < tasks; ++t) fn(t);
     return;
   }
+  struct Release {
+    std::atomic<bool>& flag;
+    ~Release() { flag.store(false, std::memory_order_release); }
+  } release{busy_};
   {
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = &fn;

@@ -41,7 +41,10 @@ class ThreadPool {
 
   int threads_;
   std::vector<std::thread> workers_;
-  std::mutex busy_;  // held by the caller that owns the workers for a job
+  // Set by the caller that owns the workers for a job. An atomic flag rather
+  // than a mutex: a task may itself call parallel_for on the thread that
+  // owns the job, and try_lock on a mutex one already holds is undefined.
+  std::atomic<bool> busy_{false};
 
   std::mutex mutex_;
   std::condition_variable wake_;
