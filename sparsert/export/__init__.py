@@ -1,0 +1,301 @@
+"""Export an ordinary (possibly pruned) ``torch.nn.Module`` to a ``.spr`` file.
+
+    import sparsert
+    result = sparsert.export(model, torch.randn(1, 3, 32, 32), "model.spr", verify=True)
+    print(result.summary)
+
+Steps (docs/export.md): physically remove structurally pruned channels with
+:func:`sparsert.prune.shrink`; trace with ``torch.fx`` (:mod:`._lower`); fold BatchNorm, fuse
+residual adds and activations (:mod:`._ir`); write every layer weight dense or CSR; run the result
+on the example input and compare it with the PyTorch model; write atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import types
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsert import format as spr
+from sparsert.graph import GraphBuilder
+
+from ._ir import Graph, optimize
+from ._lower import UnsupportedOpError, effective_param, lower, trace
+
+__all__ = ["ExportResult", "UnsupportedOpError", "effective_param", "export"]
+
+STORAGES = ("auto", "dense", "csr")
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote and how well it matches PyTorch.
+
+    ``max_rel_error`` is ``max|y − y_torch| / max|y_torch|`` per output (the largest over outputs);
+    ``dense_size`` is the file size had every weight been stored dense; ``n_csr`` / ``n_dense``
+    count the layer weights (Linear, Conv2d, ConvTranspose2d) stored each way; ``shrunk_layers``
+    maps each layer whose output channels were physically removed to ``(old, new)`` counts.
+    """
+
+    path: str
+    max_abs_error: float
+    max_rel_error: float
+    file_size: int
+    dense_size: int
+    n_csr: int
+    n_dense: int
+    shrunk_layers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    summary: str = ""
+
+    def __str__(self) -> str:
+        return self.summary
+
+
+def _as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if not inputs:
+        raise ValueError("example_inputs is empty; pass one tensor per model input")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"example_inputs[{i}] is a {type(t).__name__}, expected a torch.Tensor")
+        if t.dtype != torch.float32:
+            raise ValueError(f"example_inputs[{i}] has dtype {t.dtype}; the runtime takes float32 inputs")
+        if t.dim() == 0 or t.numel() == 0:
+            raise ValueError(f"example_inputs[{i}] has shape {tuple(t.shape)}; it needs a batch dim and data")
+    return inputs
+
+
+def _flat_outputs(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _flat_outputs(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _flat_outputs(v)]
+    raise TypeError(
+        f"model output of type {type(value).__name__} is not supported (tensors, tuples, lists, dicts)"
+    )
+
+
+def _out_channels(module: nn.Module) -> int | None:
+    for attr in ("out_channels", "out_features", "num_features"):
+        if isinstance(getattr(module, attr, None), int):
+            return int(getattr(module, attr))
+    return None
+
+
+def _shrink(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...]
+) -> tuple[nn.Module, dict[str, tuple[int, int]]]:
+    """The physically smaller copy when ``sparsert.prune`` recorded structured removals."""
+    from sparsert import prune
+
+    info = prune.pruning_info(model)
+    structured = [name for name, entry in info.items() if entry["kind"] == "structured"]
+    if not structured:
+        return model, {}
+    small = prune.shrink(model, inputs if len(inputs) > 1 else inputs[0])
+    old, new = dict(model.named_modules()), dict(small.named_modules())
+    shrunk: dict[str, tuple[int, int]] = {}
+    for name in structured:
+        before, after = _out_channels(old[name]), _out_channels(new[name])
+        if before is not None and after is not None and before != after:
+            shrunk[name] = (before, after)
+    return small, shrunk
+
+
+def _emit(graph: Graph, name: str, storage: str, metadata: dict[str, Any]) -> GraphBuilder:
+    b = GraphBuilder(name, producer="sparsert.export", metadata=metadata)
+    names: dict[str, str] = {}
+    for value, shape in graph.inputs:
+        names[value] = b.input(value, (-1, *shape[1:]))
+    for op in graph.ops:
+        inputs: list[str | None] = []
+        for position, value in enumerate(op.inputs):
+            if not value:
+                inputs.append(None)
+                continue
+            if value not in names:
+                const = graph.consts[value]
+                # Only layer weights (input 1 of Linear/Conv2d) may be CSR.
+                mode = storage if const.weight and position == 1 else "dense"
+                names[value] = b.constant(value, const.array, storage=mode)
+            inputs.append(names[value])
+        outs = b.node(
+            op.op_type, inputs, op.attrs, name=op.name, outputs=[b.unique_name(o) for o in op.outputs]
+        )
+        for value, out in zip(op.outputs, outs if isinstance(outs, tuple) else (outs,)):
+            names[value] = out
+    producers = {o for op in graph.ops for o in op.outputs}
+    renamed: set[str] = set()
+    for k, value in enumerate(graph.outputs):
+        wanted = "output" if len(graph.outputs) == 1 else f"output_{k}"
+        if value in producers and value not in renamed:
+            renamed.add(value)
+            names[value] = b.output(names[value], b.unique_name(wanted))
+        else:
+            b.output(names[value])
+    return b
+
+
+def _weight_counts(model_file: spr.ModelFile) -> tuple[int, int]:
+    weights = {n.inputs[1] for n in model_file.nodes if n.op_type in ("Linear", "Conv2d", "ConvTranspose2d")}
+    csr = sum(1 for t in model_file.tensors if t.name in weights and t.storage == "csr")
+    return csr, len(weights) - csr
+
+
+def _compare(expected: Sequence[torch.Tensor], got: Sequence[np.ndarray]) -> tuple[float, float, str]:
+    worst_abs, worst_rel, where = 0.0, 0.0, ""
+    for k, (e, g) in enumerate(zip(expected, got)):
+        ref = e.detach().cpu().numpy().astype(np.float64)
+        out = np.asarray(g, dtype=np.float64)
+        if ref.shape != out.shape:
+            return math.inf, math.inf, f"output {k} has shape {out.shape}, PyTorch gives {ref.shape}"
+        if ref.size == 0:
+            continue
+        if not np.all(np.isfinite(out)):
+            return math.inf, math.inf, f"output {k} holds NaN/Inf"
+        err = float(np.max(np.abs(out - ref)))
+        scale = float(np.max(np.abs(ref)))
+        rel = err / scale if scale > 0 else (0.0 if err == 0 else math.inf)
+        if rel >= worst_rel:
+            where = f"output {k}"
+        worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, rel)
+    return worst_abs, worst_rel, where
+
+
+def export(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike[str],
+    storage: str = "auto",
+    verify: bool = False,
+    rtol: float = 1e-4,
+    threads: int | None = None,
+) -> ExportResult:
+    """Export ``model`` (evaluated in eval mode) to ``path`` and check it against PyTorch.
+
+    example_inputs: a float32 tensor, or a tuple of them (one per ``forward`` argument). Its
+        dim 0 is the batch; the file takes any batch size there.
+    storage: ``"auto"`` (CSR for layer weights with at least 50% zeros, see
+        ``sparsert.graph.CSR_MIN_SPARSITY``), ``"dense"`` or ``"csr"`` (every Linear/Conv2d weight).
+    verify: raise ValueError (and write nothing) when ``max_rel_error > rtol`` or the runtime
+        cannot run the file; without it the errors are only reported.
+    threads: kernel threads for the check run.
+
+    Raises UnsupportedOpError (a sparsert.UnsupportedError) listing every op it cannot map.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    if (
+        isinstance(rtol, bool)
+        or not isinstance(rtol, (int, float))
+        or not rtol > 0
+        or not math.isfinite(rtol)
+    ):
+        raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path!r}: folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory")
+    inputs = _as_inputs(example_inputs)
+    model_name = type(model).__name__
+
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected = _flat_outputs(model(*inputs))
+            work, shrunk = _shrink(model, inputs)
+            work.eval()
+            graph = lower(trace(work), inputs, model_name)
+    finally:
+        for m, training in modes:
+            m.training = training
+    if len(graph.outputs) != len(expected):
+        raise UnsupportedOpError(
+            f"cannot export {model_name}: the traced graph has {len(graph.outputs)} output(s), the model "
+            f"returns {len(expected)}"
+        )
+    fusions = optimize(graph)
+    metadata = {"export.fusions": ", ".join(f"{k}={v}" for k, v in fusions.items())}
+    if shrunk:  # read by `sparsert inspect` to mark physically shrunk layers
+        metadata["export.shrunk"] = ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk.items())
+    builder = _emit(graph, model_name, storage, metadata)
+    model_file = builder.build()
+    blob = spr.to_bytes(model_file)
+    dense_size = len(spr.to_bytes(_emit(graph, model_name, "dense", metadata).build()))
+    n_csr, n_dense = _weight_counts(model_file)
+
+    from sparsert.runtime import load_bytes
+
+    problem = ""
+    try:
+        runtime_model = load_bytes(blob, threads=threads)
+        got = runtime_model.run([t.detach().cpu().numpy() for t in inputs])
+        got = [got] if isinstance(got, np.ndarray) else list(got)
+        max_abs, max_rel, where = _compare(expected, got)
+        if max_rel > rtol:
+            problem = (
+                f"{where} differs from PyTorch: max abs error {max_abs:.3g}, max rel error {max_rel:.3g} > "
+                f"rtol {rtol:g}"
+            )
+    except (ValueError, RuntimeError) as e:  # sparsert.UnsupportedError / FormatError are ValueErrors
+        max_abs = max_rel = math.nan
+        problem = f"the runtime could not run the exported graph: {type(e).__name__}: {e}"
+    if verify and problem:
+        raise ValueError(f"export of {model_name} failed verification ({path!r} not written): {problem}")
+
+    builder.save(path)  # atomic: temp file + fsync + rename
+    op_counts = Counter(op.op_type for op in graph.ops)
+    lines = [
+        f"{model_name} -> {path}: {len(graph.ops)} ops ("
+        + ", ".join(f"{n}x{op}" for op, n in sorted(op_counts.items()))
+        + ")",
+        f"  layer weights: {n_csr} CSR, {n_dense} dense; file {len(blob)} bytes "
+        f"(all-dense {dense_size} bytes, {len(blob) / dense_size:.1%})",
+        f"  rewrites: {metadata['export.fusions']}",
+    ]
+    if shrunk:
+        lines.append("  shrunk: " + ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk.items()))
+    lines.append(
+        f"  vs PyTorch: max abs error {max_abs:.3g}, max rel error {max_rel:.3g}"
+        + (f"  WARNING: {problem}" if problem else "")
+    )
+    return ExportResult(
+        path=path,
+        max_abs_error=max_abs,
+        max_rel_error=max_rel,
+        file_size=len(blob),
+        dense_size=dense_size,
+        n_csr=n_csr,
+        n_dense=n_dense,
+        shrunk_layers=shrunk,
+        summary="\n".join(lines),
+    )
+
+
+class _CallableModule(types.ModuleType):
+    """``import sparsert.export`` rebinds ``sparsert.export`` to this package; keep it callable so
+    ``sparsert.export(model, x, path)`` works before and after that import."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ExportResult:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
