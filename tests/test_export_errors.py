@@ -109,14 +109,14 @@ def test_bad_arguments(tmp_path) -> None:
 def test_result_fields_and_training_mode_restored(tmp_path) -> None:
     model = Tiny().train()
     path = tmp_path / "t.spr"
-    result = sparsert.export(model, torch.randn(2, 4), path, threads=1)
+    result = sparsert.export(model, torch.randn(2, 4), path, threads=2)
     assert isinstance(result, ExportResult)
     assert model.training
     assert result.path == str(path) and result.file_size == path.stat().st_size
     assert result.n_dense == 1 and result.n_csr == 0 and result.shrunk_layers == {}
     assert result.max_abs_error <= 1e-5 and "Tiny" in result.summary
     # the package stays callable after `import sparsert.export`
-    assert isinstance(sparsert.export(Tiny(), torch.randn(1, 4), path, threads=1), ExportResult)
+    assert isinstance(sparsert.export(Tiny(), torch.randn(1, 4), path, threads=2), ExportResult)
 
 
 def test_verify_failure_writes_nothing(tmp_path) -> None:
@@ -124,17 +124,17 @@ def test_verify_failure_writes_nothing(tmp_path) -> None:
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.GELU(), nn.Conv2d(16, 8, 3), nn.Softmax(1))
     x = torch.randn(2, 3, 12, 12)
     path = tmp_path / "v.spr"
-    result = sparsert.export(model, x, path, threads=1)
+    result = sparsert.export(model, x, path, threads=2)
     assert result.max_rel_error > 0  # float32 sums in another order: not bit-exact
     before = path.read_bytes()
     with pytest.raises(ValueError, match="failed verification.*not written"):
-        sparsert.export(model, x, path, verify=True, rtol=1e-12, threads=1)
+        sparsert.export(model, x, path, verify=True, rtol=1e-12, threads=2)
     assert path.read_bytes() == before
 
 
 def test_atomic_write_keeps_existing_file(tmp_path, monkeypatch) -> None:
     path = tmp_path / "a.spr"
-    sparsert.export(Tiny(), torch.randn(1, 4), path, threads=1)
+    sparsert.export(Tiny(), torch.randn(1, 4), path, threads=2)
     before = path.read_bytes()
 
     def broken_fsync(fd: int) -> None:
@@ -142,7 +142,7 @@ def test_atomic_write_keeps_existing_file(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="simulated"):
-        sparsert.export(nn.Sequential(nn.Linear(4, 7)), torch.randn(1, 4), path, threads=1)
+        sparsert.export(nn.Sequential(nn.Linear(4, 7)), torch.randn(1, 4), path, threads=2)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.spr"]  # no temp file left behind
-    assert sparsert.load(path, threads=1).outputs[0].shape == (-1, 3)
+    assert sparsert.load(path, threads=2).outputs[0].shape == (-1, 3)

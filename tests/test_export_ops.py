@@ -21,7 +21,7 @@ import sparsert  # noqa: E402
 from sparsert import format as spr  # noqa: E402
 
 RTOL = 1e-4
-THREADS = 1  # see tests/test_export.py
+THREADS = 2  # see tests/test_export.py
 
 
 @pytest.fixture
