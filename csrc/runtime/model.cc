@@ -19,6 +19,7 @@
 #include "format/spr_format.h"
 #include "kernels/kernels.h"
 #include "ops/op.h"
+#include "runtime/fusion.h"
 #include "runtime/thread_pool.h"
 #include "sparsert/sparsert.h"
 
@@ -235,6 +236,7 @@ struct Model::Impl {
 };
 
 void Model::Impl::build(const LoadOptions& options) {
+  runtime::fuse_graph(&file);
   if (options.threads < 0)
     throw Error(ErrorCode::kInvalidArgument, "threads must be >= 0 (0 = one per core)");
   // Every op type must be known: report all unknown types at once.
@@ -290,7 +292,7 @@ void Model::Impl::build(const LoadOptions& options) {
       ins.push_back(it->second);
     }
     node_inputs.push_back(std::move(ins));
-    ops::NodeContext ctx(node, file);
+    ops::NodeContext ctx(node, file, options.tune);
     ops.push_back(ops::find_op_factory(node.op_type)(ctx));
     std::vector<int> outs;
     for (const auto& name : node.outputs) {
@@ -389,6 +391,10 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
   plan->scratch_offset.assign(n_nodes, -1);
   plan->scratch_size.assign(n_nodes, 0);
 
+  // Input sizes first: ops multiply dims freely, so a (declared or given)
+  // shape whose element count overflows must never reach them.
+  for (size_t i = 0; i < input_shapes.size() && i < inputs.size(); ++i)
+    checked_elements(input_shapes[i], "input '" + inputs[i].name + "'");
   for (size_t s = 0; s < n_slots; ++s) {
     if (slots[s].kind == SlotKind::kInput) plan->shapes[s] = input_shapes[slots[s].index];
     if (slots[s].kind == SlotKind::kConstant) plan->shapes[s] = slots[s].constant_shape;

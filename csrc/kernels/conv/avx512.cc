@@ -33,8 +33,8 @@ void conv_sparse_direct_f32_avx512(const float* values, const int32_t* offsets,
                                    const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
                                    const float* x, int64_t n, const float* bias, float* y,
                                    int64_t ldy) {
-  conv_sparse_direct_run<Avx512ConvOps>(values, offsets, row_ptr, row_begin, row_end, x, n, bias,
-                                        y, ldy);
+  conv_sparse_direct_run<Avx512ConvOps>(values, offsets, row_ptr, row_begin, row_end, x, n, bias, y,
+                                        ldy);
 }
 
 void conv_depthwise_f32_avx512(const ConvGeometry& g, const float* x, const float* w, float bias,

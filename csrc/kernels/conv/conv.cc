@@ -1,17 +1,17 @@
 // The conv kernel list (from conv.inc) and the generic helpers of conv.h:
 // padding, im2col and col2im. Generic code: compiled without ISA flags.
+#include "kernels/conv/conv.h"
+
 #include <algorithm>
 #include <cstring>
-
-#include "kernels/conv/conv.h"
 
 namespace sparsert {
 namespace kernels {
 
-#define SPARSERT_CONV_KERNEL(isa, direct, depthwise)                                           \
-  void direct(const float* values, const int32_t* offsets, const uint32_t* row_ptr,            \
+#define SPARSERT_CONV_KERNEL(isa, direct, depthwise)                                            \
+  void direct(const float* values, const int32_t* offsets, const uint32_t* row_ptr,             \
               int64_t row_begin, int64_t row_end, const float* x, int64_t n, const float* bias, \
-              float* y, int64_t ldy);                                                          \
+              float* y, int64_t ldy);                                                           \
   void depthwise(const ConvGeometry& g, const float* x, const float* w, float bias, float* y);
 #include "kernels/conv/conv.inc"
 #undef SPARSERT_CONV_KERNEL
@@ -21,7 +21,8 @@ namespace {
 std::vector<ConvKernel> make_conv_kernels() {
   std::vector<ConvKernel> list;
 #define SPARSERT_CONV_KERNEL(isa, direct, depthwise) \
-  if (isa_supported(Isa::isa)) list.push_back(ConvKernel{Isa::isa, #direct, &direct, #depthwise, &depthwise});
+  if (isa_supported(Isa::isa))                       \
+    list.push_back(ConvKernel{Isa::isa, #direct, &direct, #depthwise, &depthwise});
 #include "kernels/conv/conv.inc"
 #undef SPARSERT_CONV_KERNEL
   return list;
@@ -103,7 +104,9 @@ void conv_im2col(const ConvGeometry& g, const float* x, int64_t k_begin, int64_t
         // valid ow: 0 <= ow*sw + shift < in_w
         int64_t lo = shift >= 0 ? 0 : (-shift + g.stride_w - 1) / g.stride_w;
         int64_t hi = g.in_w - shift <= 0 ? 0 : (g.in_w - shift + g.stride_w - 1) / g.stride_w;
-        lo = std::max(lo, ow_begin);
+        // clamp both ends into this block: with padding wider than the block, the
+        // first valid ow can lie past ow_end (then the whole span is padding)
+        lo = std::min(std::max(lo, ow_begin), ow_end);
         hi = std::min(hi, ow_end);
         if (hi < lo) hi = lo;
         std::fill(out + ow_begin, out + lo, 0.0f);

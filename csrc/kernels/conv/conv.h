@@ -54,8 +54,8 @@ using ConvSparseDirectFn = void (*)(const float* values, const int32_t* offsets,
 
 // One depthwise channel: x is the padded plane (padded_h() x padded_w()), w the
 // kernel_h x kernel_w filter; y (out_h x out_w, contiguous) = bias + conv.
-using ConvDepthwiseFn = void (*)(const ConvGeometry& g, const float* x, const float* w,
-                                 float bias, float* y);
+using ConvDepthwiseFn = void (*)(const ConvGeometry& g, const float* x, const float* w, float bias,
+                                 float* y);
 
 struct ConvKernel {
   Isa isa;

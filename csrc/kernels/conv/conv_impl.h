@@ -43,8 +43,8 @@ void conv_direct_tile_rows(const float* values, const int32_t* offsets, const ui
         const float* xj = x + offsets[j + s];
         const V w = Ops::set1(values[j + s]);
         for (int v = 0; v < kNv; ++v) {
-          const V xv = (kTail && v == kNv - 1) ? Ops::load_tail(xj + v * L, tail)
-                                               : Ops::load(xj + v * L);
+          const V xv =
+              (kTail && v == kNv - 1) ? Ops::load_tail(xj + v * L, tail) : Ops::load(xj + v * L);
           acc[s][v] = Ops::fma(w, xv, acc[s][v]);
         }
       }
@@ -53,8 +53,8 @@ void conv_direct_tile_rows(const float* values, const int32_t* offsets, const ui
       const float* xj = x + offsets[j];
       const V w = Ops::set1(values[j]);
       for (int v = 0; v < kNv; ++v) {
-        const V xv = (kTail && v == kNv - 1) ? Ops::load_tail(xj + v * L, tail)
-                                             : Ops::load(xj + v * L);
+        const V xv =
+            (kTail && v == kNv - 1) ? Ops::load_tail(xj + v * L, tail) : Ops::load(xj + v * L);
         acc[0][v] = Ops::fma(w, xv, acc[0][v]);
       }
     }
@@ -84,22 +84,38 @@ void conv_sparse_direct_run(const float* values, const int32_t* offsets, const u
     const int64_t nv = (cols + L - 1) / L;
     const int rem = static_cast<int>(cols % L);
     const typename Ops::Tail tail = Ops::tail(rem == 0 ? 1 : rem);
-#define SPARSERT_TILE(NV, TAIL)                                                                 \
+#define SPARSERT_TILE(NV, TAIL)                                                                    \
   conv_direct_tile_rows<Ops, NV, TAIL>(values, offsets, row_ptr, row_begin, row_end, x + c0, bias, \
                                        y + c0, ldy, tail)
     if (rem == 0) {
       switch (nv) {
-        case 1: SPARSERT_TILE(1, false); break;
-        case 2: SPARSERT_TILE(2, false); break;
-        case 3: SPARSERT_TILE(3, false); break;
-        default: SPARSERT_TILE(4, false); break;
+        case 1:
+          SPARSERT_TILE(1, false);
+          break;
+        case 2:
+          SPARSERT_TILE(2, false);
+          break;
+        case 3:
+          SPARSERT_TILE(3, false);
+          break;
+        default:
+          SPARSERT_TILE(4, false);
+          break;
       }
     } else {
       switch (nv) {
-        case 1: SPARSERT_TILE(1, true); break;
-        case 2: SPARSERT_TILE(2, true); break;
-        case 3: SPARSERT_TILE(3, true); break;
-        default: SPARSERT_TILE(4, true); break;
+        case 1:
+          SPARSERT_TILE(1, true);
+          break;
+        case 2:
+          SPARSERT_TILE(2, true);
+          break;
+        case 3:
+          SPARSERT_TILE(3, true);
+          break;
+        default:
+          SPARSERT_TILE(4, true);
+          break;
       }
     }
 #undef SPARSERT_TILE

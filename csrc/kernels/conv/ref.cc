@@ -27,8 +27,9 @@ void conv_depthwise_f32_ref(const ConvGeometry& g, const float* x, const float* 
       float acc = bias;
       for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
         for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
-          acc += w[kh * g.kernel_w + kw] *
-                 x[(oh * g.stride_h + kh * g.dilation_h) * wp + ow * g.stride_w + kw * g.dilation_w];
+          acc +=
+              w[kh * g.kernel_w + kw] *
+              x[(oh * g.stride_h + kh * g.dilation_h) * wp + ow * g.stride_w + kw * g.dilation_w];
         }
       }
       y[oh * g.out_w + ow] = acc;

@@ -1,0 +1,513 @@
+// Conv2d: Y = act(conv(X, W) + B + R), NCHW, W dense or CSR (docs/spr-format.md, section 5).
+//
+// Paths, chosen at load from the weight and per input shape in plan():
+// - pointwise (1x1, stride 1, no pad): per image and group, X is the Cg x HW
+//   matrix the kernels want, so spmm (CSR) / packed gemm (dense) run on it directly.
+// - depthwise (groups == C == Cout): the direct kernel of kernels/conv over each
+//   (zero-padded) channel plane; CSR weights are densified at load (they are tiny).
+// - sparse direct (CSR, stride 1): the group's input is zero-padded once, then
+//   conv_sparse_direct (kernels/conv/conv.h) accumulates each output channel over
+//   its nonzeros in registers, into a per-task staging buffer that the epilogue
+//   compacts into Y.
+// - im2col (everything else): the Cg*kH*kW x pixels matrix is built in scratch
+//   (in pixel blocks bounded by kIm2colBudgetFloats), then spmm / packed gemm.
+//
+// Sparse KxK, direct vs im2col + spmm. Measured through Model.run (median of 20,
+// 1 thread, AVX-512 build machine shared with other jobs, 90% unstructured
+// sparsity, batch 1, pads 1; n = the direct kernel's span (Hout-1)*Wp + Wout):
+//      64 ->  64 3x3 56x56 (n 3246):  direct 0.39 ms   im2col+spmm 0.71 ms
+//     128 -> 128 3x3 28x28 (n  838):  direct 0.43 ms   im2col+spmm 0.54 ms
+//     256 -> 256 3x3 14x14 (n  222):  direct 0.67 ms   im2col+spmm 0.56 ms
+//     512 -> 512 3x3  7x7  (n   61):  direct 1.69 ms   im2col+spmm 0.78 ms
+// Direct wins while the span fills many full tiles (it skips the 9x im2col
+// copy); on small maps most of its tiles are partial and the (Wp - Wout)
+// columns it drops are a larger share, so im2col's spmm wins. Rule: direct
+// when stride == 1 and n >= kDirectMinSpan (400), else im2col.
+// SPARSERT_CONV_SPARSE=direct|im2col forces one (tests and benchmarks).
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/conv/conv.h"
+#include "kernels/kernels.h"
+#include "ops/activation.h"
+#include "ops/conv_common.h"
+#include "ops/op.h"
+#include "ops/partition.h"
+
+namespace sparsert {
+namespace ops {
+namespace {
+
+constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 21;  // 8 MiB of im2col columns
+constexpr int64_t kStageBudgetFloats = 16384;              // 64 KiB staging per task
+constexpr int64_t kDirectMinSpan = 400;
+
+enum class ConvPath { kPointwise, kDepthwise, kSparseDirect, kIm2col };
+
+enum class SparseChoice { kAuto, kDirect, kIm2col };
+
+SparseChoice sparse_choice_from_env() {
+  const char* env = std::getenv("SPARSERT_CONV_SPARSE");
+  if (env == nullptr) return SparseChoice::kAuto;
+  if (std::strcmp(env, "direct") == 0) return SparseChoice::kDirect;
+  if (std::strcmp(env, "im2col") == 0) return SparseChoice::kIm2col;
+  return SparseChoice::kAuto;
+}
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Row boundaries over [r_begin, r_end) with about equal nonzeros (+1 per row) per task.
+std::vector<int64_t> partition_csr_range(const uint32_t* row_ptr, int64_t r_begin, int64_t r_end,
+                                         int64_t tasks) {
+  const int64_t rows = r_end - r_begin;
+  tasks = std::max<int64_t>(1, std::min(tasks, rows));
+  std::vector<int64_t> bounds(tasks + 1, r_end);
+  bounds[0] = r_begin;
+  const double base = static_cast<double>(row_ptr[r_begin]) + static_cast<double>(r_begin);
+  const double total = static_cast<double>(row_ptr[r_end]) + static_cast<double>(r_end) - base;
+  int64_t r = r_begin;
+  for (int64_t t = 1; t < tasks; ++t) {
+    const double target = base + total * static_cast<double>(t) / static_cast<double>(tasks);
+    while (r < r_end && static_cast<double>(row_ptr[r]) + static_cast<double>(r) < target) ++r;
+    bounds[t] = r;
+  }
+  return bounds;
+}
+
+// Everything run() needs to know about one input shape.
+struct ConvPlan {
+  int64_t batch = 0;
+  kernels::ConvGeometry g;  // per group
+  ConvPath path = ConvPath::kIm2col;
+  Shape conv_shape;            // [N, Cout, Hout, Wout]
+  Shape out_shape;             // conv_shape broadcast with R
+  bool residual_fast = false;  // R has conv_shape: added in the epilogue
+  bool activate = true;        // false when R broadcasts: act comes after the broadcast add
+  int64_t pixels = 0;          // Hout * Wout
+  int64_t col_block = 0;       // im2col pixels per block
+  int64_t span = 0;            // sparse direct: (Hout-1)*Wp + Wout
+  int64_t stage_rows = 0;      // sparse direct: rows per staging pass
+  int64_t max_tasks = 1;
+  // scratch layout, in floats from the (64-byte aligned) base
+  int64_t tmp_offset = -1;     // conv result when R broadcasts
+  int64_t work_offset = 0;     // im2col columns / padded input / padded planes
+  int64_t offsets_offset = 0;  // sparse direct: int32 offsets
+  int64_t stage_offset = 0;    // sparse direct: per-task staging
+  int64_t total_floats = 0;
+};
+
+class Conv2dOp final : public Op {
+ public:
+  Conv2dOp(const NodeContext& ctx, const format::TensorInfo& w, const float* bias,
+           bool has_residual)
+      : weight_(w), bias_(bias), has_residual_(has_residual) {
+    attrs_ = parse_conv_attributes(ctx);
+    act_ = parse_fused_activation(ctx);
+    cout_ = w.dims[0];
+    cin_group_ = w.dims[1];
+    kernel_h_ = w.dims[2];
+    kernel_w_ = w.dims[3];
+    if (cout_ % attrs_.groups != 0)
+      ctx.fail("weight '" + w.name + "' has " + std::to_string(cout_) +
+               " output channels, not a multiple of groups = " + std::to_string(attrs_.groups));
+    cout_group_ = cout_ / attrs_.groups;
+    const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
+    conv_ = &kernels::conv_best();
+    sparse_choice_ = sparse_choice_from_env();
+    const bool csr = w.storage == format::Storage::kCsr;
+    stored_nnz_ = csr ? static_cast<int64_t>(w.nnz) : cout_ * k;
+    depthwise_ = attrs_.groups > 1 && cin_group_ == 1 && cout_group_ == 1;
+    pointwise_ = kernel_h_ == 1 && kernel_w_ == 1 && attrs_.stride_h == 1 && attrs_.stride_w == 1 &&
+                 attrs_.pad_top == 0 && attrs_.pad_left == 0 && attrs_.pad_bottom == 0 &&
+                 attrs_.pad_right == 0;
+    if (depthwise_) {
+      dense_ = densify_weight(w);
+      run_nnz_ = cout_ * k;
+    } else if (csr) {
+      csr_.rows = w.rows;
+      csr_.cols = w.cols;
+      csr_.row_ptr = w.row_ptr;
+      csr_.col_idx16 = w.col_idx16;
+      csr_.col_idx32 = w.col_idx32;
+      csr_.values = w.values;
+      spmm_ = &kernels::spmm_best();
+      run_nnz_ = stored_nnz_;
+    } else {
+      gemm_ = &kernels::gemm_best();
+      const float* wd = static_cast<const float*>(w.data);
+      packed_.resize(static_cast<size_t>(attrs_.groups));
+      for (int64_t g = 0; g < attrs_.groups; ++g)
+        gemm_->pack(wd + g * cout_group_ * k, cout_group_, k, k, &packed_[g]);
+      run_nnz_ = cout_ * k;
+    }
+  }
+
+  std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
+    return {make_plan(inputs, 1).out_shape};
+  }
+
+  size_t scratch_bytes(const std::vector<Shape>& inputs, int threads) const override {
+    const ConvPlan plan = make_plan(inputs, threads);
+    return plan.total_floats == 0 ? 0 : sizeof(float) * static_cast<size_t>(plan.total_floats) + 64;
+  }
+
+  void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
+           const std::vector<OutputRef>& outputs) const override {
+    std::vector<Shape> shapes;
+    for (const auto& in : inputs) shapes.push_back(in.shape);
+    const ConvPlan plan = make_plan(shapes, ctx.threads());
+    float* base = static_cast<float*>(ctx.scratch());
+    const float* x = inputs[0].data;
+    const float* r = has_residual_ && plan.residual_fast ? inputs[3].data : nullptr;
+    float* y = plan.tmp_offset >= 0 ? base + plan.tmp_offset : outputs[0].data;
+    if (shape_elements(plan.conv_shape) > 0 && shape_elements(shapes[0]) > 0) {
+      const int64_t in_image = plan.g.channels * attrs_.groups * plan.g.in_h * plan.g.in_w;
+      const int64_t out_image = cout_ * plan.pixels;
+      for (int64_t n = 0; n < plan.batch; ++n) {
+        const float* xn = x + n * in_image;
+        float* yn = y + n * out_image;
+        const float* rn = r != nullptr ? r + n * out_image : nullptr;
+        switch (plan.path) {
+          case ConvPath::kDepthwise:
+            run_depthwise(ctx, plan, xn, yn, rn, base);
+            break;
+          case ConvPath::kSparseDirect:
+            run_sparse_direct(ctx, plan, xn, yn, rn, base);
+            break;
+          case ConvPath::kPointwise:
+          case ConvPath::kIm2col:
+            run_matrix(ctx, plan, xn, yn, rn, base);
+            break;
+        }
+      }
+    } else if (shape_elements(plan.conv_shape) > 0) {
+      // no input channels: Y = act(B + R)
+      for (int64_t n = 0; n < plan.batch; ++n)
+        for (int64_t c = 0; c < cout_; ++c) {
+          float* yc = y + (n * cout_ + c) * plan.pixels;
+          std::fill(yc, yc + plan.pixels, bias_ != nullptr ? bias_[c] : 0.0f);
+          epilogue(plan, yc, r != nullptr ? r + (n * cout_ + c) * plan.pixels : nullptr,
+                   plan.pixels);
+        }
+    }
+    if (plan.tmp_offset >= 0) {
+      broadcast_add_activation(y, plan.conv_shape, inputs[3].data, inputs[3].shape, outputs[0].data,
+                               plan.out_shape, act_);
+    }
+  }
+
+  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>& outputs,
+                NodeInfo* info) const override {
+    const ConvPlan plan = make_plan(inputs, 1);
+    info->weight_storage = weight_.storage == format::Storage::kCsr ? "csr" : "dense";
+    info->weight_shape = weight_.dims;
+    info->weight_elements = weight_.elements;
+    info->weight_nnz = stored_nnz_;
+    info->weight_bytes = static_cast<int64_t>(weight_.stored_bytes());
+    info->flops = 2 * run_nnz_ * plan.pixels * plan.batch;
+    info->dense_flops = 2 * weight_.elements * plan.pixels * plan.batch;
+    info->kernel = kernel_name(plan.path);
+  }
+
+ private:
+  std::string kernel_name(ConvPath path) const {
+    const std::string matrix =
+        spmm_ != nullptr ? spmm_->name : (gemm_ != nullptr ? gemm_->name : "");
+    switch (path) {
+      case ConvPath::kPointwise:
+        return matrix;
+      case ConvPath::kIm2col:
+        return "im2col+" + matrix;
+      case ConvPath::kDepthwise:
+        return conv_->depthwise_name;
+      case ConvPath::kSparseDirect:
+        return conv_->sparse_direct_name;
+    }
+    return "";
+  }
+
+  ConvPlan make_plan(const std::vector<Shape>& inputs, int threads) const {
+    ConvPlan p;
+    const Shape& xs = inputs[0];
+    if (xs.size() != 4) shape_error("input X must be 4-D [N, C, H, W], got " + shape_string(xs));
+    if (xs[1] != cin_group_ * attrs_.groups)
+      shape_error("input X " + shape_string(xs) + " has " + std::to_string(xs[1]) +
+                  " channels; the weight " + shape_string(weight_.dims) +
+                  " with groups = " + std::to_string(attrs_.groups) + " needs " +
+                  std::to_string(cin_group_ * attrs_.groups));
+    kernels::ConvGeometry& g = p.g;
+    g.channels = cin_group_;
+    g.in_h = xs[2];
+    g.in_w = xs[3];
+    g.kernel_h = kernel_h_;
+    g.kernel_w = kernel_w_;
+    g.stride_h = attrs_.stride_h;
+    g.stride_w = attrs_.stride_w;
+    g.pad_top = attrs_.pad_top;
+    g.pad_left = attrs_.pad_left;
+    g.pad_bottom = attrs_.pad_bottom;
+    g.pad_right = attrs_.pad_right;
+    g.dilation_h = attrs_.dilation_h;
+    g.dilation_w = attrs_.dilation_w;
+    g.out_h = kernels::conv_output_size(g.in_h, kernel_h_, g.stride_h, g.pad_top, g.pad_bottom,
+                                        g.dilation_h);
+    g.out_w = kernels::conv_output_size(g.in_w, kernel_w_, g.stride_w, g.pad_left, g.pad_right,
+                                        g.dilation_w);
+    if (g.out_h < 1 || g.out_w < 1)
+      shape_error("input X " + shape_string(xs) + " is smaller than the dilated " +
+                  std::to_string(kernel_h_) + "x" + std::to_string(kernel_w_) +
+                  " kernel even with padding");
+    if (g.out_h > INT64_MAX / 16 / g.out_w)
+      shape_error("output " + std::to_string(g.out_h) + "x" + std::to_string(g.out_w) +
+                  " of input X " + shape_string(xs) + " is too large");
+    p.batch = xs[0];
+    p.pixels = g.out_h * g.out_w;
+    p.conv_shape = {xs[0], cout_, g.out_h, g.out_w};
+    p.out_shape = p.conv_shape;
+    if (has_residual_) {
+      const Shape& rs = inputs[3];
+      if (!broadcast_shapes(p.conv_shape, rs, &p.out_shape))
+        shape_error("residual input R " + shape_string(rs) +
+                    " does not broadcast with the convolution output " +
+                    shape_string(p.conv_shape));
+      p.residual_fast = rs == p.conv_shape;
+    }
+    const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
+    if (depthwise_) {
+      p.path = ConvPath::kDepthwise;
+    } else if (pointwise_) {
+      p.path = ConvPath::kPointwise;
+    } else if (spmm_ != nullptr && g.stride_h == 1 && g.stride_w == 1 &&
+               g.channels * g.padded_h() * g.padded_w() < (int64_t{1} << 31) &&
+               sparse_choice_ != SparseChoice::kIm2col) {
+      p.span = (g.out_h - 1) * g.padded_w() + g.out_w;
+      p.path = sparse_choice_ == SparseChoice::kDirect || p.span >= kDirectMinSpan
+                   ? ConvPath::kSparseDirect
+                   : ConvPath::kIm2col;
+    }
+    p.max_tasks = std::max(1, threads) * 4;  // partition_task_count never returns more
+    int64_t floats = 0;
+    auto reserve = [&floats](int64_t count) {
+      const int64_t at = floats;
+      floats += round_up(std::max<int64_t>(count, 0), 16);
+      return at;
+    };
+    if (has_residual_ && !p.residual_fast) {
+      p.tmp_offset = reserve(shape_elements(p.conv_shape));
+      p.activate = false;
+    }
+    switch (p.path) {
+      case ConvPath::kPointwise:
+        break;
+      case ConvPath::kIm2col:
+        p.col_block = std::min(
+            p.pixels, std::max<int64_t>(64, kIm2colBudgetFloats / std::max<int64_t>(k, 1)));
+        p.work_offset = reserve(k * p.col_block);
+        break;
+      case ConvPath::kDepthwise:
+        if (g.padded_h() != g.in_h || g.padded_w() != g.in_w)
+          p.work_offset = reserve(p.max_tasks * round_up(g.padded_h() * g.padded_w(), 16));
+        break;
+      case ConvPath::kSparseDirect:
+        p.work_offset = reserve(g.channels * g.padded_h() * g.padded_w());
+        p.offsets_offset = reserve(stored_nnz_);
+        p.stage_rows = std::max<int64_t>(1, std::min(cout_group_, kStageBudgetFloats / p.span));
+        p.stage_offset = reserve(p.max_tasks * round_up(p.stage_rows * p.span, 16));
+        break;
+    }
+    p.total_floats = floats;
+    return p;
+  }
+
+  // Y += R (when fused), then the activation, on `count` contiguous outputs.
+  void epilogue(const ConvPlan& p, float* y, const float* r, int64_t count) const {
+    if (r != nullptr)
+      for (int64_t i = 0; i < count; ++i) y[i] += r[i];
+    if (p.activate) apply_activation(act_, y, count);
+  }
+
+  void run_depthwise(const RunContext& ctx, const ConvPlan& p, const float* x, float* y,
+                     const float* r, float* base) const {
+    kernels::ConvGeometry g1 = p.g;
+    g1.channels = 1;
+    const bool pad = g1.padded_h() != g1.in_h || g1.padded_w() != g1.in_w;
+    const int64_t plane_in = g1.in_h * g1.in_w;
+    const int64_t plane_pad = round_up(g1.padded_h() * g1.padded_w(), 16);
+    const int64_t khw = kernel_h_ * kernel_w_;
+    const int64_t work = cout_ * p.pixels * khw;
+    const int64_t tasks = std::min(p.max_tasks, partition_task_count(ctx.threads(), work, cout_));
+    ctx.parallel_for(tasks, [&](int64_t t) {
+      const int64_t c0 = cout_ * t / tasks, c1 = cout_ * (t + 1) / tasks;
+      float* xp = base + p.work_offset + t * plane_pad;
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* xc = x + c * plane_in;
+        if (pad) {
+          kernels::conv_pad_input(g1, xc, 0, 1, xp);
+          xc = xp;
+        }
+        float* yc = y + c * p.pixels;
+        conv_->depthwise(g1, xc, dense_.data() + c * khw, bias_ != nullptr ? bias_[c] : 0.0f, yc);
+        epilogue(p, yc, r != nullptr ? r + c * p.pixels : nullptr, p.pixels);
+      }
+    });
+  }
+
+  void run_sparse_direct(const RunContext& ctx, const ConvPlan& p, const float* x, float* y,
+                         const float* r, float* base) const {
+    const kernels::ConvGeometry& g = p.g;
+    const int64_t hp = g.padded_h(), wp = g.padded_w();
+    float* xp = base + p.work_offset;
+    int32_t* offsets = reinterpret_cast<int32_t*>(base + p.offsets_offset);
+    const int64_t khw = kernel_h_ * kernel_w_;
+    // offsets[j] for every nonzero (the same for every group and image; cheap)
+    for (int64_t j = 0; j < stored_nnz_; ++j) {
+      const int64_t col = csr_.col_idx16 != nullptr ? csr_.col_idx16[j] : csr_.col_idx32[j];
+      const int64_t c = col / khw, kh = (col % khw) / kernel_w_, kw = col % kernel_w_;
+      offsets[j] = static_cast<int32_t>(c * hp * wp + kh * g.dilation_h * wp + kw * g.dilation_w);
+    }
+    const int64_t plane_in = g.in_h * g.in_w;
+    for (int64_t grp = 0; grp < attrs_.groups; ++grp) {
+      const float* xg = x + grp * g.channels * plane_in;
+      const int64_t pad_tasks = std::min(
+          p.max_tasks, partition_task_count(ctx.threads(), g.channels * hp * wp, g.channels));
+      ctx.parallel_for(pad_tasks, [&](int64_t t) {
+        kernels::conv_pad_input(g, xg, g.channels * t / pad_tasks, g.channels * (t + 1) / pad_tasks,
+                                xp);
+      });
+      const int64_t r_begin = grp * cout_group_, r_end = r_begin + cout_group_;
+      const int64_t work =
+          static_cast<int64_t>(csr_.row_ptr[r_end] - csr_.row_ptr[r_begin]) * p.span;
+      const int64_t tasks =
+          std::min(p.max_tasks, partition_task_count(ctx.threads(), work, cout_group_));
+      const std::vector<int64_t> bounds = partition_csr_range(csr_.row_ptr, r_begin, r_end, tasks);
+      ctx.parallel_for(static_cast<int64_t>(bounds.size()) - 1, [&](int64_t t) {
+        float* stage = base + p.stage_offset + t * round_up(p.stage_rows * p.span, 16);
+        for (int64_t a = bounds[t]; a < bounds[t + 1]; a += p.stage_rows) {
+          const int64_t b = std::min(bounds[t + 1], a + p.stage_rows);
+          conv_->sparse_direct(csr_.values, offsets, csr_.row_ptr, a, b, xp, p.span, bias_, stage,
+                               p.span);
+          for (int64_t row = a; row < b; ++row) {
+            const float* s = stage + (row - a) * p.span;
+            float* yr = y + row * p.pixels;
+            for (int64_t oh = 0; oh < g.out_h; ++oh)
+              std::memcpy(yr + oh * g.out_w, s + oh * wp, sizeof(float) * g.out_w);
+            epilogue(p, yr, r != nullptr ? r + row * p.pixels : nullptr, p.pixels);
+          }
+        }
+      });
+    }
+  }
+
+  // Pointwise and im2col: Y_g = W_g * M_g, M_g = X_g (pointwise) or its im2col blocks.
+  void run_matrix(const RunContext& ctx, const ConvPlan& p, const float* x, float* y,
+                  const float* r, float* base) const {
+    const kernels::ConvGeometry& g = p.g;
+    const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
+    const int64_t plane_in = g.in_h * g.in_w;
+    const int64_t block = p.path == ConvPath::kPointwise ? p.pixels : p.col_block;
+    float* col = base + p.work_offset;
+    for (int64_t grp = 0; grp < attrs_.groups; ++grp) {
+      const float* xg = x + grp * g.channels * plane_in;
+      const int64_t r_begin = grp * cout_group_, r_end = r_begin + cout_group_;
+      const int64_t group_nnz =
+          spmm_ != nullptr ? static_cast<int64_t>(csr_.row_ptr[r_end] - csr_.row_ptr[r_begin])
+                           : cout_group_ * k;
+      for (int64_t p0 = 0; p0 < p.pixels; p0 += block) {
+        const int64_t p1 = std::min(p.pixels, p0 + block);
+        const int64_t np = p1 - p0;
+        const float* m = xg + p0;
+        int64_t ldm = p.pixels;
+        if (p.path == ConvPath::kIm2col) {
+          const int64_t im_tasks =
+              std::min(p.max_tasks, partition_task_count(ctx.threads(), k * np, k));
+          ctx.parallel_for(im_tasks, [&](int64_t t) {
+            const int64_t k0 = k * t / im_tasks, k1 = k * (t + 1) / im_tasks;
+            kernels::conv_im2col(g, xg, k0, k1, p0, p1, col + k0 * np, np);
+          });
+          m = col;
+          ldm = np;
+        }
+        // Tasks: row ranges, and column ranges too when there are few rows.
+        const int64_t tasks = partition_task_count(ctx.threads(), group_nnz * np, cout_group_ * np);
+        const int64_t row_block = gemm_ != nullptr ? packed_[grp].row_block : 1;
+        const int64_t row_units = (cout_group_ + row_block - 1) / row_block;
+        const int64_t row_tasks = std::max<int64_t>(1, std::min(tasks, row_units));
+        const int64_t col_tasks = std::max<int64_t>(1, std::min(tasks / row_tasks, np / 16));
+        const std::vector<int64_t> rb =
+            spmm_ != nullptr ? partition_csr_range(csr_.row_ptr, r_begin, r_end, row_tasks)
+                             : partition_rows(cout_group_, row_tasks, row_block);
+        const int64_t n_row_tasks = static_cast<int64_t>(rb.size()) - 1;
+        ctx.parallel_for(n_row_tasks * col_tasks, [&](int64_t t) {
+          const int64_t rt = t / col_tasks, ct = t % col_tasks;
+          const int64_t c0 = std::min(np, round_up(np * ct / col_tasks, 16));
+          const int64_t c1 =
+              ct + 1 == col_tasks ? np : std::min(np, round_up(np * (ct + 1) / col_tasks, 16));
+          if (c1 <= c0 || rb[rt] == rb[rt + 1]) return;
+          int64_t g0, g1;  // global output channel rows
+          if (spmm_ != nullptr) {
+            g0 = rb[rt];
+            g1 = rb[rt + 1];
+            spmm_->fn(csr_, g0, g1, m + c0, ldm, c1 - c0, bias_, y + p0 + c0, p.pixels);
+          } else {
+            g0 = r_begin + rb[rt];
+            g1 = r_begin + rb[rt + 1];
+            gemm_->fn(packed_[grp], rb[rt], rb[rt + 1], m + c0, ldm, c1 - c0,
+                      bias_ != nullptr ? bias_ + r_begin : nullptr,
+                      y + r_begin * p.pixels + p0 + c0, p.pixels);
+          }
+          for (int64_t row = g0; row < g1; ++row) {
+            const int64_t at = row * p.pixels + p0 + c0;
+            epilogue(p, y + at, r != nullptr ? r + at : nullptr, c1 - c0);
+          }
+        });
+      }
+    }
+  }
+
+  const format::TensorInfo& weight_;
+  const float* bias_;
+  bool has_residual_;
+  ConvAttributes attrs_;
+  Activation act_;
+  int64_t cout_ = 0, cin_group_ = 0, kernel_h_ = 0, kernel_w_ = 0, cout_group_ = 0;
+  int64_t stored_nnz_ = 0;  // nonzeros stored in the file (elements when dense)
+  int64_t run_nnz_ = 0;     // weights the kernels multiply with
+  bool depthwise_ = false, pointwise_ = false;
+  SparseChoice sparse_choice_ = SparseChoice::kAuto;
+  const kernels::ConvKernel* conv_ = nullptr;
+  const kernels::SpmmKernel* spmm_ = nullptr;
+  const kernels::GemmKernel* gemm_ = nullptr;
+  kernels::CsrMatrix csr_;
+  std::vector<kernels::PackedGemmWeights> packed_;  // one per group
+  kernels::AlignedFloats dense_;                    // depthwise filters
+};
+
+}  // namespace
+
+std::unique_ptr<Op> create_conv2d(const NodeContext& ctx) {
+  ctx.check_input_count(2, 4);
+  ctx.check_output_count(1);
+  if (ctx.constant(0) != nullptr) ctx.fail("input X must be an activation");
+  const format::TensorInfo& w = ctx.require_constant(1, "weight");
+  if (w.dims.size() != 4)
+    ctx.fail("weight '" + w.name + "' must be 4-D [Cout, C/groups, kH, kW], got " +
+             shape_string(w.dims));
+  for (int64_t d : w.dims)
+    if (d < 1) ctx.fail("weight '" + w.name + "' has an empty dim: " + shape_string(w.dims));
+  const float* bias = nullptr;
+  if (ctx.has_input(2)) {
+    const format::TensorInfo& b = ctx.require_constant(2, "bias");
+    if (b.storage != format::Storage::kDense || b.elements != w.dims[0])
+      ctx.fail("bias '" + b.name + "' must be dense with " + std::to_string(w.dims[0]) +
+               " elements, got " + shape_string(b.dims));
+    bias = static_cast<const float*>(b.data);
+  }
+  const bool residual = ctx.has_input(3);
+  if (residual && ctx.constant(3) != nullptr)
+    ctx.fail("residual input R must be an activation, not a constant");
+  return std::make_unique<Conv2dOp>(ctx, w, bias, residual);
+}
+
+}  // namespace ops
+}  // namespace sparsert

@@ -1,0 +1,264 @@
+// Every compiled conv kernel (conv.inc) against the conv reference kernel, on
+// edge shapes and random ones from a printed seed (SPARSERT_TEST_SEED). Outputs
+// are pre-filled with NaN, with guard columns past each row: the kernel must
+// write every element of its range and nothing else.
+// Tolerance: |y - ref| <= 1e-5 * sqrt(terms + 1) * mag + 1e-30, mag = the sum of
+// |products| of that output (as kernel_tester.h).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "kernels/conv/conv.h"
+#include "kernels/kernels.h"
+
+namespace sparsert {
+namespace {
+
+using kernels::ConvGeometry;
+using kernels::ConvKernel;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+uint64_t base_seed() {
+  const char* env = std::getenv("SPARSERT_TEST_SEED");
+  return env != nullptr ? std::strtoull(env, nullptr, 10) : 20240611u;
+}
+
+struct DirectCase {
+  int64_t channels, in_h, in_w, kernel_h, kernel_w, pad, dilation, cout;
+  double sparsity;
+  uint64_t seed;
+};
+
+void check_direct(const DirectCase& c) {
+  std::ostringstream what;
+  what << "channels=" << c.channels << " in=" << c.in_h << "x" << c.in_w << " k=" << c.kernel_h
+       << "x" << c.kernel_w << " pad=" << c.pad << " dilation=" << c.dilation << " cout=" << c.cout
+       << " sparsity=" << c.sparsity << " seed=" << c.seed;
+  SCOPED_TRACE(what.str());
+  std::mt19937_64 rng(c.seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  ConvGeometry g;
+  g.channels = c.channels;
+  g.in_h = c.in_h;
+  g.in_w = c.in_w;
+  g.kernel_h = c.kernel_h;
+  g.kernel_w = c.kernel_w;
+  g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = c.pad;
+  g.dilation_h = g.dilation_w = c.dilation;
+  g.out_h = kernels::conv_output_size(g.in_h, g.kernel_h, 1, c.pad, c.pad, c.dilation);
+  g.out_w = kernels::conv_output_size(g.in_w, g.kernel_w, 1, c.pad, c.pad, c.dilation);
+  ASSERT_GE(g.out_h, 1);
+  ASSERT_GE(g.out_w, 1);
+  const int64_t hp = g.padded_h(), wp = g.padded_w();
+  const int64_t khw = g.kernel_h * g.kernel_w;
+  std::vector<float> x(static_cast<size_t>(g.channels * g.in_h * g.in_w));
+  for (float& v : x) v = uni(rng);
+  std::vector<float> xp(static_cast<size_t>(g.channels * hp * wp), kNaN);
+  kernels::conv_pad_input(g, x.data(), 0, g.channels, xp.data());
+  for (float v : xp) ASSERT_FALSE(std::isnan(v)) << "conv_pad_input left an element unwritten";
+  std::vector<uint32_t> row_ptr(1, 0);
+  std::vector<float> values;
+  std::vector<int32_t> offsets;
+  for (int64_t r = 0; r < c.cout; ++r) {
+    for (int64_t k = 0; k < g.channels * khw; ++k) {
+      if (coin(rng) < c.sparsity) continue;
+      values.push_back(uni(rng));
+      const int64_t ch = k / khw, kh = (k % khw) / g.kernel_w, kw = k % g.kernel_w;
+      offsets.push_back(
+          static_cast<int32_t>(ch * hp * wp + kh * c.dilation * wp + kw * c.dilation));
+    }
+    row_ptr.push_back(static_cast<uint32_t>(values.size()));
+  }
+  std::vector<float> bias(static_cast<size_t>(c.cout));
+  for (float& v : bias) v = uni(rng);
+  const int64_t n = (g.out_h - 1) * wp + g.out_w;
+  const int64_t ldy = n + 5;
+  const int64_t row_begin = c.cout > 2 ? 1 : 0, row_end = c.cout;
+  const ConvKernel& ref = kernels::conv_kernels().front();
+  std::vector<float> expected(static_cast<size_t>((row_end - row_begin) * ldy), kNaN);
+  ref.sparse_direct(values.data(), offsets.data(), row_ptr.data(), row_begin, row_end, xp.data(), n,
+                    bias.data(), expected.data(), ldy);
+  // the reference against a direct double-precision evaluation on the unpadded input
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t oh = 0; oh < g.out_h; ++oh) {
+      for (int64_t ow = 0; ow < g.out_w; ++ow) {
+        double acc = bias[r], mag = std::fabs(bias[r]);
+        for (uint32_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
+          const int64_t off = offsets[j];
+          const int64_t ch = off / (hp * wp), kh = (off % (hp * wp)) / wp / c.dilation;
+          const int64_t kw = (off % wp) / c.dilation;
+          const int64_t ih = oh + kh * c.dilation - c.pad, iw = ow + kw * c.dilation - c.pad;
+          if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
+          const double p = static_cast<double>(values[j]) * x[(ch * g.in_h + ih) * g.in_w + iw];
+          acc += p;
+          mag += std::fabs(p);
+        }
+        const float got = expected[(r - row_begin) * ldy + oh * wp + ow];
+        ASSERT_LE(std::fabs(got - acc), 1e-5 * std::sqrt(g.channels * khw + 1.0) * mag + 1e-30)
+            << "reference at row " << r << " (" << oh << ", " << ow << ")";
+      }
+    }
+  }
+  for (const ConvKernel& k : kernels::conv_kernels()) {
+    SCOPED_TRACE(k.sparse_direct_name);
+    std::vector<float> y(expected.size(), kNaN);
+    k.sparse_direct(values.data(), offsets.data(), row_ptr.data(), row_begin, row_end, xp.data(), n,
+                    bias.data(), y.data(), ldy);
+    for (int64_t r = 0; r < row_end - row_begin; ++r) {
+      double mag = std::fabs(bias[r + row_begin]);
+      for (uint32_t j = row_ptr[r + row_begin]; j < row_ptr[r + row_begin + 1]; ++j)
+        mag += std::fabs(values[j]);
+      for (int64_t p = 0; p < ldy; ++p) {
+        const float want = expected[r * ldy + p], got = y[r * ldy + p];
+        if (p >= n) {
+          ASSERT_TRUE(std::isnan(got)) << "wrote past the row end at row " << r << " col " << p;
+          continue;
+        }
+        ASSERT_LE(std::fabs(got - want), 1e-5 * std::sqrt(g.channels * khw + 1.0) * mag + 1e-30)
+            << "row " << r << " col " << p;
+      }
+    }
+  }
+}
+
+TEST(ConvSparseDirect, EdgeShapes) {
+  const uint64_t seed = base_seed();
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const DirectCase cases[] = {
+      {1, 1, 1, 1, 1, 0, 1, 1, 0.0, seed + 1},    // one output, one weight
+      {3, 1, 1, 3, 3, 1, 1, 5, 0.5, seed + 2},    // 1x1 spatial, padded
+      {5, 7, 9, 3, 3, 1, 1, 17, 0.0, seed + 3},   // odd sizes, dense
+      {4, 13, 11, 3, 3, 1, 2, 9, 0.9, seed + 4},  // dilation
+      {2, 20, 70, 5, 3, 2, 1, 6, 0.5, seed + 5},  // several full tiles + tail
+      {6, 9, 9, 3, 3, 1, 1, 8, 1.0, seed + 6},    // all rows empty
+      {16, 12, 12, 1, 1, 0, 1, 33, 0.99, seed + 7},
+  };
+  for (const DirectCase& c : cases) check_direct(c);
+}
+
+TEST(ConvSparseDirect, RandomShapes) {
+  std::mt19937_64 rng(base_seed() + 100);
+  const double sparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
+  for (int i = 0; i < 40; ++i) {
+    DirectCase c;
+    c.channels = 1 + static_cast<int64_t>(rng() % 8);
+    c.kernel_h = 1 + static_cast<int64_t>(rng() % 4);
+    c.kernel_w = 1 + static_cast<int64_t>(rng() % 4);
+    c.dilation = 1 + static_cast<int64_t>(rng() % 2);
+    c.pad = static_cast<int64_t>(rng() % 3);
+    c.in_h = std::max<int64_t>(1, c.dilation * (c.kernel_h - 1) + 1 - 2 * c.pad) +
+             static_cast<int64_t>(rng() % 12);
+    c.in_w = std::max<int64_t>(1, c.dilation * (c.kernel_w - 1) + 1 - 2 * c.pad) +
+             static_cast<int64_t>(rng() % 40);
+    c.cout = 1 + static_cast<int64_t>(rng() % 10);
+    c.sparsity = sparsities[rng() % 5];
+    c.seed = base_seed() + 1000 + static_cast<uint64_t>(i);
+    check_direct(c);
+  }
+}
+
+void check_depthwise(const ConvGeometry& g0, uint64_t seed) {
+  ConvGeometry g = g0;
+  g.channels = 1;
+  g.out_h = kernels::conv_output_size(g.in_h, g.kernel_h, g.stride_h, g.pad_top, g.pad_bottom,
+                                      g.dilation_h);
+  g.out_w = kernels::conv_output_size(g.in_w, g.kernel_w, g.stride_w, g.pad_left, g.pad_right,
+                                      g.dilation_w);
+  std::ostringstream what;
+  what << "in=" << g.in_h << "x" << g.in_w << " k=" << g.kernel_h << "x" << g.kernel_w
+       << " stride=" << g.stride_h << "," << g.stride_w << " dilation=" << g.dilation_h << ","
+       << g.dilation_w << " pads=" << g.pad_top << "," << g.pad_left << "," << g.pad_bottom << ","
+       << g.pad_right << " seed=" << seed;
+  SCOPED_TRACE(what.str());
+  ASSERT_GE(g.out_h, 1);
+  ASSERT_GE(g.out_w, 1);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(g.in_h * g.in_w));
+  for (float& v : x) v = uni(rng);
+  std::vector<float> xp(static_cast<size_t>(g.padded_h() * g.padded_w()));
+  kernels::conv_pad_input(g, x.data(), 0, 1, xp.data());
+  std::vector<float> w(static_cast<size_t>(g.kernel_h * g.kernel_w));
+  for (float& v : w) v = uni(rng);
+  const float bias = uni(rng);
+  const int64_t outputs = g.out_h * g.out_w, guard = 19;
+  std::vector<float> expected(static_cast<size_t>(outputs + guard), kNaN);
+  kernels::conv_kernels().front().depthwise(g, xp.data(), w.data(), bias, expected.data());
+  // reference vs im2col of the unpadded input (a separate implementation of the geometry)
+  std::vector<float> col(static_cast<size_t>(g.kernel_h * g.kernel_w * outputs));
+  kernels::conv_im2col(g, x.data(), 0, g.kernel_h * g.kernel_w, 0, outputs, col.data(), outputs);
+  for (int64_t p = 0; p < outputs; ++p) {
+    double acc = bias, mag = std::fabs(bias);
+    for (int64_t k = 0; k < g.kernel_h * g.kernel_w; ++k) {
+      acc += static_cast<double>(w[k]) * col[k * outputs + p];
+      mag += std::fabs(static_cast<double>(w[k]) * col[k * outputs + p]);
+    }
+    ASSERT_LE(std::fabs(expected[p] - acc),
+              1e-5 * std::sqrt(g.kernel_h * g.kernel_w + 1.0) * mag + 1e-30)
+        << "reference at " << p;
+  }
+  for (const ConvKernel& k : kernels::conv_kernels()) {
+    SCOPED_TRACE(k.depthwise_name);
+    std::vector<float> y(expected.size(), kNaN);
+    k.depthwise(g, xp.data(), w.data(), bias, y.data());
+    for (int64_t p = 0; p < outputs + guard; ++p) {
+      if (p >= outputs) {
+        ASSERT_TRUE(std::isnan(y[p])) << "wrote past the plane at " << p;
+        continue;
+      }
+      double mag = std::fabs(bias);
+      for (float v : w) mag += std::fabs(v);
+      ASSERT_LE(std::fabs(y[p] - expected[p]),
+                1e-5 * std::sqrt(g.kernel_h * g.kernel_w + 1.0) * mag + 1e-30)
+          << "output " << p;
+    }
+  }
+}
+
+TEST(ConvDepthwise, EdgeAndRandomShapes) {
+  const uint64_t seed = base_seed();
+  ConvGeometry g;
+  g.in_h = g.in_w = 1;  // 1x1 plane, 3x3 kernel, pad 1
+  g.kernel_h = g.kernel_w = 3;
+  g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 1;
+  check_depthwise(g, seed + 1);
+  g.in_h = 9;
+  g.in_w = 67;  // wide rows: 2-vector blocks + masked tail
+  g.stride_h = g.stride_w = 2;
+  check_depthwise(g, seed + 2);
+  g.stride_w = 1;
+  g.in_w = 32;  // exact multiple of both vector widths
+  g.pad_left = g.pad_right = 0;
+  g.kernel_w = 1;
+  check_depthwise(g, seed + 3);
+  std::mt19937_64 rng(seed + 200);
+  for (int i = 0; i < 60; ++i) {
+    ConvGeometry r;
+    r.kernel_h = 1 + static_cast<int64_t>(rng() % 5);
+    r.kernel_w = 1 + static_cast<int64_t>(rng() % 5);
+    r.stride_h = 1 + static_cast<int64_t>(rng() % 3);
+    r.stride_w = 1 + static_cast<int64_t>(rng() % 3);
+    r.dilation_h = 1 + static_cast<int64_t>(rng() % 2);
+    r.dilation_w = 1 + static_cast<int64_t>(rng() % 2);
+    r.pad_top = static_cast<int64_t>(rng() % 3);
+    r.pad_left = static_cast<int64_t>(rng() % 3);
+    r.pad_bottom = static_cast<int64_t>(rng() % 3);
+    r.pad_right = static_cast<int64_t>(rng() % 3);
+    r.in_h = std::max<int64_t>(1, r.dilation_h * (r.kernel_h - 1) + 1 - r.pad_top - r.pad_bottom) +
+             static_cast<int64_t>(rng() % 10);
+    r.in_w = std::max<int64_t>(1, r.dilation_w * (r.kernel_w - 1) + 1 - r.pad_left - r.pad_right) +
+             static_cast<int64_t>(rng() % 70);
+    check_depthwise(r, seed + 300 + static_cast<uint64_t>(i));
+  }
+}
+
+}  // namespace
+}  // namespace sparsert

@@ -1,0 +1,268 @@
+"""Conv2d, ConvTranspose2d and BatchNorm against torch.nn.functional.
+
+Random shapes come from a printed seed (SPARSERT_TEST_SEED overrides it).
+Tolerance: max |y - ref| <= 1e-4 * max(|ref|) (+1e-6 absolute, for all-zero outputs).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sparsert
+
+SEED = int(os.environ.get("SPARSERT_TEST_SEED", "1234"))
+RTOL = 1e-4
+
+ACTIVATIONS: dict[str, Any] = {
+    "none": lambda t: t,
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
+    "sigmoid": torch.sigmoid,
+    "hardsigmoid": F.hardsigmoid,
+    "hardswish": F.hardswish,
+    "silu": F.silu,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+    "clip": lambda t: torch.clamp(t, -0.5, 0.7),
+}
+ACT_PARAMS = {"leaky_relu": [0.1], "hardsigmoid": [1.0 / 6.0, 0.5], "clip": [-0.5, 0.7]}
+
+
+def check(y: np.ndarray, ref: np.ndarray, what: str) -> None:
+    assert y.shape == ref.shape, f"{what}: shape {y.shape} != {ref.shape}"
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    err = float(np.max(np.abs(y - ref))) if ref.size else 0.0
+    assert np.all(np.isfinite(y)), f"{what}: non-finite output"
+    assert err <= RTOL * scale + 1e-6, f"{what}: max error {err:.3g} vs max |ref| {scale:.3g}"
+
+
+def sparse_weight(rng: np.random.Generator, shape: tuple[int, ...], sparsity: float) -> np.ndarray:
+    w = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+    if sparsity > 0:
+        w[rng.random(shape) < sparsity] = 0.0
+    if sparsity >= 1.0:
+        w[...] = 0.0
+    return w
+
+
+def run_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride=(1, 1), pads=(0, 0, 0, 0),
+             dilation=(1, 1), groups=1, storage="dense", act="none", residual: np.ndarray | None = None,
+             threads: int = 1) -> np.ndarray:
+    g = sparsert.GraphBuilder("conv")
+    xi = g.input("x", x.shape)
+    ins = [xi, g.constant("w", w, storage=storage), g.constant("b", b) if b is not None else None]
+    if residual is not None:
+        ins.append(g.input("r", residual.shape))
+    attrs: dict[str, Any] = {"strides": list(stride), "pads": list(pads), "dilations": list(dilation),
+                             "groups": groups, "activation": act}
+    if act in ACT_PARAMS:
+        attrs["activation_params"] = ACT_PARAMS[act]
+    g.output(g.node("Conv2d", ins, attrs), "y")
+    m = g.load(threads=threads)
+    return m.run([x] if residual is None else [x, residual])
+
+
+def torch_conv(x, w, b, *, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, act="none",
+               residual=None) -> np.ndarray:
+    t = F.pad(torch.from_numpy(x), (pads[1], pads[3], pads[0], pads[2]))
+    y = F.conv2d(t, torch.from_numpy(w), None if b is None else torch.from_numpy(b), stride, 0, dilation,
+                 groups)
+    if residual is not None:
+        y = y + torch.from_numpy(residual)
+    return ACTIVATIONS[act](y).numpy()
+
+
+def random_case(rng: np.random.Generator) -> dict[str, Any]:
+    groups = int(rng.choice([1, 1, 1, 2, 3]))
+    depthwise = rng.random() < 0.2
+    cin_g = 1 if depthwise else int(rng.integers(1, 7))
+    cout_g = 1 if depthwise else int(rng.integers(1, 7))
+    if depthwise:
+        groups = int(rng.integers(2, 20))
+    kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    pads = tuple(int(v) for v in rng.integers(0, 3, size=4))
+    span_h = dilation[0] * (kh - 1) + 1 - pads[0] - pads[2]
+    span_w = dilation[1] * (kw - 1) + 1 - pads[1] - pads[3]
+    h = max(1, span_h) + int(rng.integers(0, 12))
+    w = max(1, span_w) + int(rng.integers(0, 12))
+    return dict(batch=int(rng.choice([1, 3])), cin=cin_g * groups, cout=cout_g * groups, k=(kh, kw),
+                hw=(h, w), stride=stride, pads=pads, dilation=dilation, groups=groups,
+                sparsity=float(rng.choice([0.0, 0.5, 0.9, 0.99, 1.0])),
+                storage=str(rng.choice(["dense", "csr"])), act=str(rng.choice(list(ACTIVATIONS))),
+                residual=bool(rng.random() < 0.3), bias=bool(rng.random() < 0.8))
+
+
+def run_case(c: dict[str, Any], seed: int, threads: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c["batch"], c["cin"], *c["hw"])).astype(np.float32)
+    w = sparse_weight(rng, (c["cout"], c["cin"] // c["groups"], *c["k"]), c["sparsity"])
+    b = rng.standard_normal(c["cout"]).astype(np.float32) if c["bias"] else None
+    kwargs = dict(stride=c["stride"], pads=c["pads"], dilation=c["dilation"], groups=c["groups"],
+                  act=c["act"])
+    ref0 = torch_conv(x, w, b, **kwargs)
+    r = rng.standard_normal(ref0.shape).astype(np.float32) if c["residual"] else None
+    ref = torch_conv(x, w, b, residual=r, **kwargs)
+    y = run_conv(x, w, b, storage=c["storage"], residual=r, threads=threads, **kwargs)
+    check(y, ref, f"seed {seed} case {c}")
+
+
+def test_conv2d_random_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    print(f"seed {SEED}")
+    rng = np.random.default_rng(SEED)
+    for i in range(60):
+        c = random_case(rng)
+        path = ["direct", "im2col", "auto"][i % 3]
+        monkeypatch.setenv("SPARSERT_CONV_SPARSE", path)
+        run_case(c, SEED * 1000 + i, threads=1 + i % 2)
+
+
+EDGE_CASES = [
+    # 1x1 spatial input, 3x3 kernel with padding
+    dict(batch=1, cin=5, cout=7, k=(3, 3), hw=(1, 1), stride=(1, 1), pads=(1, 1, 1, 1)),
+    # channels not a multiple of 16, odd sizes
+    dict(batch=3, cin=17, cout=19, k=(3, 3), hw=(13, 11), stride=(1, 1), pads=(1, 1, 1, 1)),
+    # stride larger than the kernel
+    dict(batch=1, cin=4, cout=6, k=(2, 2), hw=(15, 17), stride=(3, 4), pads=(0, 0, 0, 0)),
+    # asymmetric pads, dilation
+    dict(batch=1, cin=6, cout=5, k=(3, 5), hw=(12, 14), stride=(1, 1), pads=(0, 2, 3, 1), dilation=(2, 3)),
+    # 1x1 pointwise, grouped
+    dict(batch=3, cin=24, cout=36, k=(1, 1), hw=(9, 7), stride=(1, 1), pads=(0, 0, 0, 0), groups=4),
+    # 1x1 strided
+    dict(batch=1, cin=8, cout=16, k=(1, 1), hw=(9, 9), stride=(2, 2), pads=(0, 0, 0, 0)),
+    # depthwise 3x3 stride 2, wide rows (vector + tail)
+    dict(batch=1, cin=18, cout=18, k=(3, 3), hw=(20, 45), stride=(2, 2), pads=(1, 1, 1, 1), groups=18),
+    # depthwise 5x5 dilation 2, stride 1, no pad
+    dict(batch=3, cin=7, cout=7, k=(5, 5), hw=(19, 37), stride=(1, 1), pads=(0, 0, 0, 0), dilation=(2, 2),
+         groups=7),
+    # grouped KxK
+    dict(batch=1, cin=12, cout=18, k=(3, 3), hw=(10, 10), stride=(1, 2), pads=(1, 0, 1, 2), groups=3),
+    # ResNet-like (small)
+    dict(batch=1, cin=32, cout=32, k=(3, 3), hw=(28, 28), stride=(1, 1), pads=(1, 1, 1, 1)),
+    # large K (spmm K blocking on the im2col matrix)
+    dict(batch=1, cin=160, cout=20, k=(3, 3), hw=(8, 8), stride=(1, 1), pads=(1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99, 1.0])
+@pytest.mark.parametrize(("storage", "path"), [("dense", "auto"), ("csr", "direct"), ("csr", "im2col")])
+def test_conv2d_edge_cases(sparsity: float, storage: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARSERT_CONV_SPARSE", path)
+    for i, base in enumerate(EDGE_CASES):
+        c = dict(dilation=(1, 1), groups=1, act="relu" if i % 2 else "none", residual=i % 3 == 0, bias=True)
+        c.update(base)
+        c.update(sparsity=sparsity, storage=storage)
+        run_case(c, SEED + i, threads=2)
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_conv2d_fused_activations(act: str) -> None:
+    c = dict(batch=1, cin=8, cout=9, k=(3, 3), hw=(7, 9), stride=(1, 1), pads=(1, 1, 1, 1), dilation=(1, 1),
+             groups=1, sparsity=0.5, storage="csr", act=act, residual=True, bias=True)
+    run_case(c, SEED)
+
+
+def test_conv2d_residual_broadcast() -> None:
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal((2, 4, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 1, 1)).astype(np.float32)
+    r = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)  # the conv output is broadcast up
+    y = run_conv(x, w, None, act="relu", residual=r)
+    ref = torch_conv(x, w, None, act="relu", residual=r)
+    check(y, ref, "broadcast residual")
+    r2 = rng.standard_normal((6, 1, 1)).astype(np.float32)
+    x2 = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    check(run_conv(x2, w, None, residual=r2), torch_conv(x2, w, None, residual=r2), "broadcast residual 2")
+
+
+def test_conv2d_errors() -> None:
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    w = np.ones((4, 3, 5, 5), np.float32)
+    with pytest.raises(Exception, match="smaller than the dilated"):
+        run_conv(x, w, None)
+    with pytest.raises(Exception, match="channels"):
+        run_conv(np.zeros((1, 2, 8, 8), np.float32), w, None)
+    with pytest.raises(Exception, match="groups"):
+        run_conv(np.zeros((1, 6, 8, 8), np.float32), np.ones((5, 3, 1, 1), np.float32), None, groups=2)
+    with pytest.raises(Exception, match="pads"):
+        run_conv(np.zeros((1, 3, 8, 8), np.float32), w, None, pads=(1, 1))
+
+
+def test_conv2d_summary() -> None:
+    rng = np.random.default_rng(SEED)
+    w = sparse_weight(rng, (16, 8, 3, 3), 0.9)
+    g = sparsert.GraphBuilder("conv")
+    x = g.input("x", (2, 8, 10, 10))
+    g.output(g.node("Conv2d", [x, g.constant("w", w, storage="csr")], {"pads": [1, 1, 1, 1]}), "y")
+    m = g.load(threads=1)
+    row = m.summary([(2, 8, 10, 10)])[0]
+    # 10x10 maps: span 9*12 + 10 = 118 < 400, so the auto rule picks im2col + spmm
+    assert row["kernel"].startswith("im2col+spmm_f32_"), row["kernel"]
+    nnz = int(np.count_nonzero(w))
+    assert row["weight_storage"] == "csr" and row["weight_nnz"] == nnz
+    assert row["flops"] == 2 * nnz * 100 * 2 and row["dense_flops"] == 2 * w.size * 100 * 2
+    assert row["kernel"]
+
+
+@pytest.mark.parametrize("storage", ["dense", "csr"])
+def test_conv_transpose2d(storage: str) -> None:
+    print(f"seed {SEED}")
+    rng = np.random.default_rng(SEED + 7)
+    for i in range(25):
+        groups = int(rng.choice([1, 1, 2, 3]))
+        cin, cout_g = int(rng.integers(1, 6)) * groups, int(rng.integers(1, 6))
+        kh, kw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        out_pad = (int(rng.integers(0, max(stride[0], dilation[0]))),
+                   int(rng.integers(0, max(stride[1], dilation[1]))))
+        pads = (int(rng.integers(0, kh)), int(rng.integers(0, kw)))  # torch: symmetric padding
+        h, w_ = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        batch = int(rng.choice([1, 3]))
+        x = rng.standard_normal((batch, cin, h, w_)).astype(np.float32)
+        wt = sparse_weight(rng, (cin, cout_g, kh, kw), float(rng.choice([0.0, 0.5, 1.0])))
+        b = rng.standard_normal(cout_g * groups).astype(np.float32)
+        act = str(rng.choice(["none", "relu", "sigmoid"]))
+        out_h = (h - 1) * stride[0] - 2 * pads[0] + dilation[0] * (kh - 1) + out_pad[0] + 1
+        out_w = (w_ - 1) * stride[1] - 2 * pads[1] + dilation[1] * (kw - 1) + out_pad[1] + 1
+        if min(out_h, out_w) < 1:
+            continue
+        ref_t = F.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(b), stride,
+                                   pads, out_pad, groups, dilation)
+        ref = ACTIVATIONS[act](ref_t).numpy()
+        g = sparsert.GraphBuilder("convt")
+        xi = g.input("x", x.shape)
+        y = g.node("ConvTranspose2d", [xi, g.constant("w", wt, storage=storage), g.constant("b", b)],
+                   {"strides": list(stride), "pads": [pads[0], pads[1], pads[0], pads[1]],
+                    "dilations": list(dilation), "groups": groups, "output_padding": list(out_pad),
+                    "activation": act})
+        g.output(y, "y")
+        out = g.load(threads=1 + i % 2).run([x])
+        check(out, ref, f"seed {SEED + 7} case {i}")
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (1, 3, 7), (3, 4, 5, 6), (2, 3, 2, 2, 2)])
+def test_batchnorm(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(SEED)
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    scale, bias, mean = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
+    var = rng.random(c).astype(np.float32) + 0.1
+    g = sparsert.GraphBuilder("bn")
+    xi = g.input("x", shape)
+    y = g.node("BatchNorm", [xi, g.constant("s", scale), g.constant("b", bias), g.constant("m", mean),
+                             g.constant("v", var)], {"epsilon": 1e-3})
+    g.output(y, "y")
+    out = g.load(threads=2).run([x])
+    ref = F.batch_norm(torch.from_numpy(x), torch.from_numpy(mean), torch.from_numpy(var),
+                       torch.from_numpy(scale), torch.from_numpy(bias), False, 0.0, 1e-3).numpy()
+    check(out, ref, f"batchnorm {shape}")
