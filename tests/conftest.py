@@ -37,3 +37,23 @@ def random_sparse(rng: np.random.Generator, shape: tuple[int, ...], sparsity: fl
         idx = rng.choice(n, size=k, replace=False)
         w.reshape(-1)[idx] = 0.0
     return w
+
+
+def child_env() -> dict[str, str]:
+    """Environment for a `python -m sparsert ...` child process: it must import
+    the same sparsert as this process (the installed package, or an in-tree
+    build), never the source folder that `-m` would put first on sys.path when
+    run from the repository root."""
+    import sparsert
+
+    env = dict(os.environ)
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(sparsert.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([parent, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def child_cwd() -> str:
+    """A working directory for child processes outside the source tree."""
+    import tempfile
+
+    return tempfile.gettempdir()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_sparse
+from conftest import child_cwd, child_env, random_sparse
 
 import sparsert
 from sparsert import cli
@@ -26,7 +26,12 @@ pytest.importorskip("onnx")
 
 def sparsert_cmd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sparsert", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "sparsert", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=child_cwd(),
+        env=child_env(),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+
+from conftest import child_cwd, child_env
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,8 @@ def test_demo_quick(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=child_cwd(),
+        env=child_env(),
     )
     elapsed = time.perf_counter() - start
     print(proc.stdout)
