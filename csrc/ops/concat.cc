@@ -130,8 +130,9 @@ class SplitOp final : public Op {
       return std::vector<int64_t>(parts_, dim / static_cast<int64_t>(parts_));
     }
     int64_t total = 0;
-    for (int64_t s : sizes_) total += s;
-    if (total != dim)
+    bool overflow = false;  // sizes are >= 0 (checked at load), so an overflowing sum never matches
+    for (int64_t s : sizes_) overflow |= __builtin_add_overflow(total, s, &total);
+    if (overflow || total != dim)
       shape_error("Split sizes " + shape_string(sizes_) + " sum to " + std::to_string(total) +
                   " but the split axis has size " + std::to_string(dim));
     return sizes_;

@@ -50,9 +50,15 @@ class ResizeOp final : public Op {
     Shape y = x;
     for (int d = 0; d < 2; ++d) {
       const size_t axis = x.size() - 2 + d;
-      y[axis] = sizes_.empty()
-                    ? static_cast<int64_t>(std::floor(static_cast<double>(x[axis]) * scales_[d]))
-                    : sizes_[d];
+      if (sizes_.empty()) {
+        // checked in double first: converting a value past int64 to int64 is undefined
+        const double scaled = std::floor(static_cast<double>(x[axis]) * scales_[d]);
+        if (!(scaled < 0x1p62))
+          shape_error("Resize of " + shape_string(x) + " by the given scales is too large");
+        y[axis] = static_cast<int64_t>(scaled);
+      } else {
+        y[axis] = sizes_[d];
+      }
       if (y[axis] < 1 || x[axis] < 1)
         shape_error("Resize of " + shape_string(x) + " gives an empty output " + shape_string(y));
     }

@@ -44,7 +44,9 @@ class ReshapeOp final : public Op {
         continue;
       }
       out[i] = d;
-      known *= d;
+      if (__builtin_mul_overflow(known, d, &known))  // can never match the input's size
+        shape_error("cannot reshape " + shape_string(in) + " to " + shape_string(shape_) +
+                    ": the target's size overflows");
     }
     const int64_t total = shape_elements(in);
     if (infer_at >= 0) {

@@ -115,6 +115,8 @@ def attr_value(a: onnx.AttributeProto) -> Any:
     if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
         return a  # subgraphs (If/Loop/Scan) are not supported; kept for the error message
     v = onnx.helper.get_attribute_value(a)
+    if v is None:  # type UNDEFINED or unknown: a broken file, not a value of None
+        raise FormatError(f"attribute {a.name!r} has no value (attribute type {a.type})")
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     if isinstance(v, list) and v and isinstance(v[0], bytes):

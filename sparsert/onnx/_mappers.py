@@ -120,6 +120,9 @@ def _conv(g: Graph, node: Node) -> list[Node]:
     one_d = w.ndim == 3
     if w.ndim not in (3, 4):
         raise Unsupported(f"{w.ndim - 2}-D convolution (only 1-D and 2-D are supported)")
+    x_rank = len(g.shape(x, node))
+    if x_rank != w.ndim:
+        raise ValueError(f"{node.describe()}: input X has rank {x_rank} but the weight has rank {w.ndim}")
     k = list(w.shape[2:])
     strides = _ints(node.attrs.get("strides", [1] * len(k)))
     dil = _ints(node.attrs.get("dilations", [1] * len(k)))
