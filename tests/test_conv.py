@@ -123,6 +123,8 @@ def test_conv2d_random_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
         c = random_case(rng)
         path = ["direct", "im2col", "auto"][i % 3]
         monkeypatch.setenv("SPARSERT_CONV_SPARSE", path)
+        # forced sparse paths run CSR kernels whatever the density (else the per-layer choice decides)
+        monkeypatch.setenv("SPARSERT_CONV_KERNEL", "auto" if path == "auto" else "sparse")
         run_case(c, SEED * 1000 + i, threads=1 + i % 2)
 
 
@@ -157,6 +159,7 @@ EDGE_CASES = [
 @pytest.mark.parametrize(("storage", "path"), [("dense", "auto"), ("csr", "direct"), ("csr", "im2col")])
 def test_conv2d_edge_cases(sparsity: float, storage: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPARSERT_CONV_SPARSE", path)
+    monkeypatch.setenv("SPARSERT_CONV_KERNEL", "auto" if path == "auto" else "sparse")
     for i, base in enumerate(EDGE_CASES):
         c = dict(dilation=(1, 1), groups=1, act="relu" if i % 2 else "none", residual=i % 3 == 0, bias=True)
         c.update(base)
@@ -211,6 +214,74 @@ def test_conv2d_summary() -> None:
     assert row["weight_storage"] == "csr" and row["weight_nnz"] == nnz
     assert row["flops"] == 2 * nnz * 100 * 2 and row["dense_flops"] == 2 * w.size * 100 * 2
     assert row["kernel"]
+
+
+def conv_model(w: np.ndarray, x_shape: tuple[int, ...], storage: str, stride: int = 1, pad: int = 1,
+               tune: bool = False) -> Any:
+    g = sparsert.GraphBuilder("conv")
+    x = g.input("x", (-1, *x_shape[1:]))
+    attrs = {"pads": [pad] * 4, "strides": [stride, stride]}
+    g.output(g.node("Conv2d", [x, g.constant("w", w, storage=storage)], attrs), "y")
+    return g.load(threads=1, tune=tune)
+
+
+# (weight shape, input shape, stride, pad, sparse path when sparse wins)
+CHOICE_LAYERS = [
+    ((32, 16, 3, 3), (1, 16, 30, 30), 1, 1, "conv_sparse_direct_f32_"),
+    ((32, 16, 3, 3), (1, 16, 15, 15), 2, 1, "im2col+spmm_f32_"),
+    ((48, 32, 1, 1), (1, 32, 12, 12), 1, 0, "spmm_f32_"),
+]
+
+
+@pytest.mark.parametrize("layer", CHOICE_LAYERS, ids=["direct", "im2col", "pointwise"])
+@pytest.mark.parametrize("storage", ["dense", "csr"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95, 1.0])
+def test_conv2d_per_layer_kernel_choice(layer: tuple[Any, ...], storage: str, sparsity: float,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the cost model: sparse kernels at density <= 0.3 (conv2d.cc), dense GEMM above, whatever the storage
+    monkeypatch.delenv("SPARSERT_CONV_SPARSE", raising=False)
+    monkeypatch.delenv("SPARSERT_CONV_KERNEL", raising=False)
+    w_shape, x_shape, stride, pad, sparse_kernel = layer
+    print(f"seed {SEED}")
+    rng = np.random.default_rng(SEED)
+    w = sparse_weight(rng, w_shape, sparsity)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    ref = torch_conv(x, w, None, stride=(stride, stride), pads=(pad,) * 4)
+    m = conv_model(w, x_shape, storage, stride, pad)
+    check(m.run(x), ref, f"{storage} sparsity {sparsity}")
+    row = m.summary([x_shape])[0]
+    want_sparse = np.count_nonzero(w) / w.size <= 0.3
+    if want_sparse:
+        assert row["kernel"].startswith(sparse_kernel), row["kernel"]
+        assert row["flops"] == 2 * np.count_nonzero(w) * ref.shape[2] * ref.shape[3]
+    else:
+        assert "gemm_f32_" in row["kernel"], row["kernel"]
+        assert row["flops"] == row["dense_flops"]
+    copied = {"dense": " (sparse copy of dense)", "csr": " (densified)"}[storage]
+    assert row["kernel"].endswith(copied) == (want_sparse == (storage == "dense")), row["kernel"]
+    assert row["weight_storage"] == storage and row["weight_nnz"] == (
+        np.count_nonzero(w) if storage == "csr" else w.size)
+    # tune: both kernels timed on the first plan of each shape, then cached; results agree
+    mt = conv_model(w, x_shape, storage, stride, pad, tune=True)
+    check(mt.run(x), ref, f"tuned {storage} sparsity {sparsity}")
+    kernel = mt.summary([x_shape])[0]["kernel"]
+    assert kernel.startswith(sparse_kernel) or "gemm_f32_" in kernel, kernel
+    x2 = rng.standard_normal((2, *x_shape[1:])).astype(np.float32)
+    check(mt.run(x2), torch_conv(x2, w, None, stride=(stride, stride), pads=(pad,) * 4), "tuned batch 2")
+    assert mt.summary([x_shape])[0]["kernel"] == kernel  # cached per shape
+
+
+def test_conv2d_forced_kernel_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(SEED + 7)
+    w = sparse_weight(rng, (24, 8, 3, 3), 0.5)
+    x = rng.standard_normal((1, 8, 21, 21)).astype(np.float32)
+    ref = torch_conv(x, w, None, pads=(1, 1, 1, 1))
+    for family, name in [("sparse", "conv_sparse_direct_f32_"), ("dense", "im2col+gemm_f32_")]:
+        monkeypatch.setenv("SPARSERT_CONV_KERNEL", family)
+        for storage in ["dense", "csr"]:
+            m = conv_model(w, x.shape, storage)
+            check(m.run(x), ref, f"{family} {storage}")
+            assert m.summary([x.shape])[0]["kernel"].startswith(name)
 
 
 @pytest.mark.parametrize("storage", ["dense", "csr"])

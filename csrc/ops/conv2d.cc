@@ -24,9 +24,35 @@
 // columns it drops are a larger share, so im2col's spmm wins. Rule: direct
 // when stride == 1 and n >= kDirectMinSpan (400), else im2col.
 // SPARSERT_CONV_SPARSE=direct|im2col forces one (tests and benchmarks).
+//
+// Per-layer kernel choice (as linear.cc): whatever the file stores, a layer
+// runs a sparse path (direct or im2col+spmm, pointwise spmm) only when its
+// weight is sparse enough for that path to beat the dense packed GEMM on the
+// same shape; a CSR weight that is mostly nonzero is densified, a dense weight
+// that is mostly zero gets a CSR copy, and in between both are kept and the
+// choice is made per input shape in make_plan(). Crossover densities (stored
+// nonzeros / elements; sparse at or below), measured per layer of ResNet-18 and
+// MobileNetV2 at 224x224 on the AVX-512 build machine, 1 thread, batch 1, with
+// the sparse path forced against the dense one at 50/80/90% sparsity:
+//   sparse direct (3x3 stride 1, big maps):  0.30  (sparse/dense time 0.50-0.72 at density
+//                                            0.2, 1.2-1.7 at 0.5)
+//   im2col + spmm (strided, small maps):     0.30  (0.44-0.63 at 0.2, 0.9-1.2 at 0.5)
+//   pointwise spmm (1x1):                    0.30  (0.39-0.75 at 0.2, 0.75-1.46 at 0.5)
+// Both representations are kept when the density lies in
+// (kKeepDenseAbove, kKeepSparseBelow].
+// With LoadOptions::tune both candidates are kept whatever the density and are
+// timed (single thread, median of 3) the first time a plan is made for an input
+// shape; the faster is cached per shape (under a mutex: plans are made
+// concurrently by runs), so every later plan for that shape uses it. The input
+// shape is not known at load, hence this lazy timing on the real shape.
+// SPARSERT_CONV_KERNEL=sparse|dense forces one (when the weight allows it).
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <random>
 
 #include "kernels/conv/conv.h"
 #include "kernels/kernels.h"
@@ -42,6 +68,13 @@ namespace {
 constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 21;  // 8 MiB of im2col columns
 constexpr int64_t kStageBudgetFloats = 16384;              // 64 KiB staging per task
 constexpr int64_t kDirectMinSpan = 400;
+constexpr double kDirectMaxDensity = 0.30;
+constexpr double kIm2colMaxDensity = 0.30;
+constexpr double kPointwiseMaxDensity = 0.30;
+constexpr double kKeepSparseBelow =
+    std::max({kDirectMaxDensity, kIm2colMaxDensity, kPointwiseMaxDensity});
+constexpr double kKeepDenseAbove =
+    std::min({kDirectMaxDensity, kIm2colMaxDensity, kPointwiseMaxDensity});
 
 enum class ConvPath { kPointwise, kDepthwise, kSparseDirect, kIm2col };
 
@@ -53,6 +86,16 @@ SparseChoice sparse_choice_from_env() {
   if (std::strcmp(env, "direct") == 0) return SparseChoice::kDirect;
   if (std::strcmp(env, "im2col") == 0) return SparseChoice::kIm2col;
   return SparseChoice::kAuto;
+}
+
+enum class KernelChoice { kAuto, kSparse, kDense };
+
+KernelChoice kernel_choice_from_env() {
+  const char* env = std::getenv("SPARSERT_CONV_KERNEL");
+  if (env == nullptr) return KernelChoice::kAuto;
+  if (std::strcmp(env, "sparse") == 0) return KernelChoice::kSparse;
+  if (std::strcmp(env, "dense") == 0) return KernelChoice::kDense;
+  return KernelChoice::kAuto;
 }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -80,6 +123,7 @@ struct ConvPlan {
   int64_t batch = 0;
   kernels::ConvGeometry g;  // per group
   ConvPath path = ConvPath::kIm2col;
+  bool sparse = false;         // CSR kernels (spmm / direct) rather than the packed gemm
   Shape conv_shape;            // [N, Cout, Hout, Wout]
   Shape out_shape;             // conv_shape broadcast with R
   bool residual_fast = false;  // R has conv_shape: added in the epilogue
@@ -115,32 +159,25 @@ class Conv2dOp final : public Op {
     const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
     conv_ = &kernels::conv_best();
     sparse_choice_ = sparse_choice_from_env();
+    kernel_choice_ = kernel_choice_from_env();
+    tune_ = ctx.tune();
     const bool csr = w.storage == format::Storage::kCsr;
-    stored_nnz_ = csr ? static_cast<int64_t>(w.nnz) : cout_ * k;
+    stored_nnz_ = csr ? static_cast<int64_t>(w.nnz) : count_nonzeros(w);
+    density_ =
+        static_cast<double>(stored_nnz_) / static_cast<double>(std::max<int64_t>(1, cout_ * k));
     depthwise_ = attrs_.groups > 1 && cin_group_ == 1 && cout_group_ == 1;
     pointwise_ = kernel_h_ == 1 && kernel_w_ == 1 && attrs_.stride_h == 1 && attrs_.stride_w == 1 &&
                  attrs_.pad_top == 0 && attrs_.pad_left == 0 && attrs_.pad_bottom == 0 &&
                  attrs_.pad_right == 0;
     if (depthwise_) {
       dense_ = densify_weight(w);
-      run_nnz_ = cout_ * k;
-    } else if (csr) {
-      csr_.rows = w.rows;
-      csr_.cols = w.cols;
-      csr_.row_ptr = w.row_ptr;
-      csr_.col_idx16 = w.col_idx16;
-      csr_.col_idx32 = w.col_idx32;
-      csr_.values = w.values;
-      spmm_ = &kernels::spmm_best();
-      run_nnz_ = stored_nnz_;
-    } else {
-      gemm_ = &kernels::gemm_best();
-      const float* wd = static_cast<const float*>(w.data);
-      packed_.resize(static_cast<size_t>(attrs_.groups));
-      for (int64_t g = 0; g < attrs_.groups; ++g)
-        gemm_->pack(wd + g * cout_group_ * k, cout_group_, k, k, &packed_[g]);
-      run_nnz_ = cout_ * k;
+      return;
     }
+    bool want_sparse = density_ <= kKeepSparseBelow;
+    bool want_dense = density_ > kKeepDenseAbove;
+    if (tune_ || kernel_choice_ != KernelChoice::kAuto) want_sparse = want_dense = true;
+    if (want_sparse) ensure_csr(w);
+    if (want_dense) ensure_dense(w);
   }
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
@@ -168,18 +205,7 @@ class Conv2dOp final : public Op {
         const float* xn = x + n * in_image;
         float* yn = y + n * out_image;
         const float* rn = r != nullptr ? r + n * out_image : nullptr;
-        switch (plan.path) {
-          case ConvPath::kDepthwise:
-            run_depthwise(ctx, plan, xn, yn, rn, base);
-            break;
-          case ConvPath::kSparseDirect:
-            run_sparse_direct(ctx, plan, xn, yn, rn, base);
-            break;
-          case ConvPath::kPointwise:
-          case ConvPath::kIm2col:
-            run_matrix(ctx, plan, xn, yn, rn, base);
-            break;
-        }
+        run_image(ctx, plan, xn, yn, rn, base);
       }
     } else if (shape_elements(plan.conv_shape) > 0) {
       // no input channels: Y = act(B + R)
@@ -203,18 +229,143 @@ class Conv2dOp final : public Op {
     info->weight_storage = weight_.storage == format::Storage::kCsr ? "csr" : "dense";
     info->weight_shape = weight_.dims;
     info->weight_elements = weight_.elements;
-    info->weight_nnz = stored_nnz_;
+    info->weight_nnz = weight_.storage == format::Storage::kCsr ? stored_nnz_ : weight_.elements;
     info->weight_bytes = static_cast<int64_t>(weight_.stored_bytes());
-    info->flops = 2 * run_nnz_ * plan.pixels * plan.batch;
+    const int64_t run_nnz = plan.sparse ? stored_nnz_ : weight_.elements;
+    info->flops = 2 * run_nnz * plan.pixels * plan.batch;
     info->dense_flops = 2 * weight_.elements * plan.pixels * plan.batch;
-    info->kernel = kernel_name(plan.path);
+    info->kernel = kernel_name(plan);
+    const bool stored_sparse = weight_.storage == format::Storage::kCsr;
+    if (!depthwise_ && plan.sparse != stored_sparse)
+      info->kernel += plan.sparse ? " (sparse copy of dense)" : " (densified)";
   }
 
  private:
-  std::string kernel_name(ConvPath path) const {
-    const std::string matrix =
-        spmm_ != nullptr ? spmm_->name : (gemm_ != nullptr ? gemm_->name : "");
-    switch (path) {
+  static int64_t count_nonzeros(const format::TensorInfo& w) {
+    const float* data = static_cast<const float*>(w.data);
+    int64_t nnz = 0;
+    for (int64_t i = 0; i < w.elements; ++i) nnz += data[i] != 0.0f;
+    return nnz;
+  }
+
+  void ensure_csr(const format::TensorInfo& w) {
+    spmm_ = &kernels::spmm_best();
+    if (w.storage == format::Storage::kCsr) {
+      csr_.rows = w.rows;
+      csr_.cols = w.cols;
+      csr_.row_ptr = w.row_ptr;
+      csr_.col_idx16 = w.col_idx16;
+      csr_.col_idx32 = w.col_idx32;
+      csr_.values = w.values;
+      return;
+    }
+    const int64_t rows = cout_, cols = cin_group_ * kernel_h_ * kernel_w_;
+    const float* data = static_cast<const float*>(w.data);
+    owned_row_ptr_.assign(static_cast<size_t>(rows + 1), 0);
+    owned_values_.reserve(static_cast<size_t>(stored_nnz_));
+    std::vector<uint32_t> cols32;
+    cols32.reserve(static_cast<size_t>(stored_nnz_));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = data[r * cols + c];
+        if (v != 0.0f) {
+          owned_values_.push_back(v);
+          cols32.push_back(static_cast<uint32_t>(c));
+        }
+      }
+      owned_row_ptr_[r + 1] = static_cast<uint32_t>(owned_values_.size());
+    }
+    csr_ = kernels::CsrMatrix();
+    csr_.rows = rows;
+    csr_.cols = cols;
+    csr_.row_ptr = owned_row_ptr_.data();
+    csr_.values = owned_values_.data();
+    if (cols <= 65536) {
+      owned_col16_.assign(cols32.begin(), cols32.end());
+      csr_.col_idx16 = owned_col16_.data();
+    } else {
+      owned_col32_ = std::move(cols32);
+      csr_.col_idx32 = owned_col32_.data();
+    }
+  }
+
+  void ensure_dense(const format::TensorInfo& w) {
+    gemm_ = &kernels::gemm_best();
+    const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
+    kernels::AlignedFloats densified;
+    const float* wd = static_cast<const float*>(w.data);
+    if (w.storage == format::Storage::kCsr) {
+      densified = densify_weight(w);
+      wd = densified.data();
+    }
+    packed_.resize(static_cast<size_t>(attrs_.groups));
+    for (int64_t g = 0; g < attrs_.groups; ++g)
+      gemm_->pack(wd + g * cout_group_ * k, cout_group_, k, k, &packed_[g]);
+  }
+
+  void run_image(const RunContext& ctx, const ConvPlan& plan, const float* x, float* y,
+                 const float* r, float* base) const {
+    switch (plan.path) {
+      case ConvPath::kDepthwise:
+        run_depthwise(ctx, plan, x, y, r, base);
+        break;
+      case ConvPath::kSparseDirect:
+        run_sparse_direct(ctx, plan, x, y, r, base);
+        break;
+      case ConvPath::kPointwise:
+      case ConvPath::kIm2col:
+        run_matrix(ctx, plan, x, y, r, base);
+        break;
+    }
+  }
+
+  // The cost model: the densest weight the sparse path this shape would take still wins at.
+  double sparse_max_density(const kernels::ConvGeometry& g) const {
+    if (pointwise_) return kPointwiseMaxDensity;
+    const int64_t span = (g.out_h - 1) * g.padded_w() + g.out_w;
+    if (g.stride_h == 1 && g.stride_w == 1 && span >= kDirectMinSpan) return kDirectMaxDensity;
+    return kIm2colMaxDensity;
+  }
+
+  // LoadOptions::tune: times one image through the sparse and the dense plan for
+  // this input shape (1 thread, best of 3 after a warm-up); true if sparse wins.
+  bool sparse_wins(const std::vector<Shape>& inputs) const {
+    Shape x_shape = inputs[0];
+    x_shape[0] = 1;
+    std::vector<Shape> shapes = {x_shape};
+    // R is not added while timing (it costs both the same); [1] broadcasts with any output
+    for (size_t i = 1; i < inputs.size(); ++i) shapes.push_back(i == 3 ? Shape{1} : inputs[i]);
+    const ConvPlan sparse = make_plan(shapes, 1, KernelChoice::kSparse);
+    const ConvPlan dense = make_plan(shapes, 1, KernelChoice::kDense);
+    const int64_t in_elements = shape_elements(x_shape);
+    const int64_t out_elements = shape_elements(sparse.conv_shape);
+    if (in_elements == 0 || out_elements == 0) return density_ <= sparse_max_density(sparse.g);
+    std::vector<float> x(static_cast<size_t>(in_elements)), y(static_cast<size_t>(out_elements));
+    std::mt19937 gen(12345);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    for (float& v : x) v = dist(gen);
+    kernels::AlignedFloats scratch(
+        static_cast<size_t>(std::max<int64_t>({sparse.total_floats, dense.total_floats, 16})));
+    runtime::ThreadPool pool(1);
+    RunContext ctx(pool, scratch.data(), scratch.size() * sizeof(float));
+    auto time_plan = [&](const ConvPlan& plan) {
+      double best = 1e30;
+      for (int rep = 0; rep < 4; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run_image(ctx, plan, x.data(), y.data(), nullptr, scratch.data());
+        const double t =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (rep > 0) best = std::min(best, t);
+      }
+      return best;
+    };
+    return time_plan(sparse) <= time_plan(dense);
+  }
+
+  std::string kernel_name(const ConvPlan& plan) const {
+    if (plan.path == ConvPath::kDepthwise) return conv_->depthwise_name;
+    const std::string matrix = plan.sparse ? spmm_->name : gemm_->name;
+    switch (plan.path) {
       case ConvPath::kPointwise:
         return matrix;
       case ConvPath::kIm2col:
@@ -227,7 +378,9 @@ class Conv2dOp final : public Op {
     return "";
   }
 
-  ConvPlan make_plan(const std::vector<Shape>& inputs, int threads) const {
+  // force: kAuto = the cost model (or the tuned choice), else that kernel family.
+  ConvPlan make_plan(const std::vector<Shape>& inputs, int threads,
+                     KernelChoice force = KernelChoice::kAuto) const {
     ConvPlan p;
     const Shape& xs = inputs[0];
     if (xs.size() != 4) shape_error("input X must be 4-D [N, C, H, W], got " + shape_string(xs));
@@ -276,15 +429,33 @@ class Conv2dOp final : public Op {
     const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
     if (depthwise_) {
       p.path = ConvPath::kDepthwise;
-    } else if (pointwise_) {
-      p.path = ConvPath::kPointwise;
-    } else if (spmm_ != nullptr && g.stride_h == 1 && g.stride_w == 1 &&
-               g.channels * g.padded_h() * g.padded_w() < (int64_t{1} << 31) &&
-               sparse_choice_ != SparseChoice::kIm2col) {
-      p.span = (g.out_h - 1) * g.padded_w() + g.out_w;
-      p.path = sparse_choice_ == SparseChoice::kDirect || p.span >= kDirectMinSpan
-                   ? ConvPath::kSparseDirect
-                   : ConvPath::kIm2col;
+    } else {
+      if (force == KernelChoice::kAuto) force = kernel_choice_;
+      if (spmm_ == nullptr || gemm_ == nullptr) {
+        p.sparse = spmm_ != nullptr;
+      } else if (force != KernelChoice::kAuto) {
+        p.sparse = force == KernelChoice::kSparse;
+      } else {
+        p.sparse = density_ <= sparse_max_density(g);
+        if (tune_) {
+          std::lock_guard<std::mutex> lock(tuned_mutex_);
+          Shape key = xs;  // timed at batch 1, so one entry serves every batch size
+          key[0] = 1;
+          auto it = tuned_.find(key);
+          if (it == tuned_.end()) it = tuned_.emplace(key, sparse_wins(inputs)).first;
+          p.sparse = it->second;
+        }
+      }
+      p.path = pointwise_ ? ConvPath::kPointwise : ConvPath::kIm2col;
+      if (p.sparse && !pointwise_ && g.stride_h == 1 && g.stride_w == 1 &&
+          g.channels * g.padded_h() * g.padded_w() < (int64_t{1} << 31) &&
+          sparse_choice_ != SparseChoice::kIm2col) {
+        const int64_t span = (g.out_h - 1) * g.padded_w() + g.out_w;
+        if (sparse_choice_ == SparseChoice::kDirect || span >= kDirectMinSpan) {
+          p.path = ConvPath::kSparseDirect;
+          p.span = span;
+        }
+      }
     }
     p.max_tasks = std::max(1, threads) * 4;  // partition_task_count never returns more
     int64_t floats = 0;
@@ -411,8 +582,8 @@ class Conv2dOp final : public Op {
       const float* xg = x + grp * g.channels * plane_in;
       const int64_t r_begin = grp * cout_group_, r_end = r_begin + cout_group_;
       const int64_t group_nnz =
-          spmm_ != nullptr ? static_cast<int64_t>(csr_.row_ptr[r_end] - csr_.row_ptr[r_begin])
-                           : cout_group_ * k;
+          p.sparse ? static_cast<int64_t>(csr_.row_ptr[r_end] - csr_.row_ptr[r_begin])
+                   : cout_group_ * k;
       for (int64_t p0 = 0; p0 < p.pixels; p0 += block) {
         const int64_t p1 = std::min(p.pixels, p0 + block);
         const int64_t np = p1 - p0;
@@ -430,13 +601,13 @@ class Conv2dOp final : public Op {
         }
         // Tasks: row ranges, and column ranges too when there are few rows.
         const int64_t tasks = partition_task_count(ctx.threads(), group_nnz * np, cout_group_ * np);
-        const int64_t row_block = gemm_ != nullptr ? packed_[grp].row_block : 1;
+        const int64_t row_block = p.sparse ? 1 : packed_[grp].row_block;
         const int64_t row_units = (cout_group_ + row_block - 1) / row_block;
         const int64_t row_tasks = std::max<int64_t>(1, std::min(tasks, row_units));
         const int64_t col_tasks = std::max<int64_t>(1, std::min(tasks / row_tasks, np / 16));
         const std::vector<int64_t> rb =
-            spmm_ != nullptr ? partition_csr_range(csr_.row_ptr, r_begin, r_end, row_tasks)
-                             : partition_rows(cout_group_, row_tasks, row_block);
+            p.sparse ? partition_csr_range(csr_.row_ptr, r_begin, r_end, row_tasks)
+                     : partition_rows(cout_group_, row_tasks, row_block);
         const int64_t n_row_tasks = static_cast<int64_t>(rb.size()) - 1;
         ctx.parallel_for(n_row_tasks * col_tasks, [&](int64_t t) {
           const int64_t rt = t / col_tasks, ct = t % col_tasks;
@@ -445,7 +616,7 @@ class Conv2dOp final : public Op {
               ct + 1 == col_tasks ? np : std::min(np, round_up(np * (ct + 1) / col_tasks, 16));
           if (c1 <= c0 || rb[rt] == rb[rt + 1]) return;
           int64_t g0, g1;  // global output channel rows
-          if (spmm_ != nullptr) {
+          if (p.sparse) {
             g0 = rb[rt];
             g1 = rb[rt + 1];
             spmm_->fn(csr_, g0, g1, m + c0, ldm, c1 - c0, bias_, y + p0 + c0, p.pixels);
@@ -471,15 +642,23 @@ class Conv2dOp final : public Op {
   ConvAttributes attrs_;
   Activation act_;
   int64_t cout_ = 0, cin_group_ = 0, kernel_h_ = 0, kernel_w_ = 0, cout_group_ = 0;
-  int64_t stored_nnz_ = 0;  // nonzeros stored in the file (elements when dense)
-  int64_t run_nnz_ = 0;     // weights the kernels multiply with
+  int64_t stored_nnz_ = 0;  // nonzero weights (stored in the file, or counted when dense)
+  double density_ = 1.0;    // stored_nnz_ / elements
   bool depthwise_ = false, pointwise_ = false;
+  bool tune_ = false;
   SparseChoice sparse_choice_ = SparseChoice::kAuto;
+  KernelChoice kernel_choice_ = KernelChoice::kAuto;
+  mutable std::mutex tuned_mutex_;
+  mutable std::map<Shape, bool> tuned_;  // input shape -> sparse wins (tune only)
   const kernels::ConvKernel* conv_ = nullptr;
   const kernels::SpmmKernel* spmm_ = nullptr;
   const kernels::GemmKernel* gemm_ = nullptr;
   kernels::CsrMatrix csr_;
-  std::vector<kernels::PackedGemmWeights> packed_;  // one per group
+  std::vector<uint32_t> owned_row_ptr_;  // CSR copy of a dense weight
+  std::vector<uint16_t> owned_col16_;
+  std::vector<uint32_t> owned_col32_;
+  std::vector<float> owned_values_;
+  std::vector<kernels::PackedGemmWeights> packed_;  // one per group (dense kernels)
   kernels::AlignedFloats dense_;                    // depthwise filters
 };
 

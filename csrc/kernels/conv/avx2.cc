@@ -1,5 +1,6 @@
 // AVX2 conv kernels (conv_impl.h): sparse direct in 32-column tiles with a
-// masked tail; depthwise over 8-wide output vectors, strided input by gathers.
+// masked tail; depthwise over 8-wide output vectors, stride 2 by two loads and a
+// shuffle, other strides by gathers.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -17,6 +18,14 @@ struct Avx2ConvOps : Avx2Ops {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i idx = _mm256_mullo_epi32(lane, _mm256_set1_epi32(static_cast<int>(stride)));
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(t), 4);
+  }
+  static V load_stride2(const float* p) {  // p[0], p[2], ..., p[14]; reads p[0, 15)
+    const __m256 lo = _mm256_loadu_ps(p);
+    const __m256 hi = _mm256_maskload_ps(p + 8, _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0));
+    // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] -> [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6]
+    const __m256 mixed = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(mixed), _MM_SHUFFLE(3, 1, 2, 0)));
   }
 };
 

@@ -1,5 +1,6 @@
 // AVX-512 conv kernels (conv_impl.h): sparse direct in 64-column tiles with a
-// masked tail; depthwise over 16-wide output vectors, strided input by gathers.
+// masked tail; depthwise over 16-wide output vectors, stride 2 by two loads and a
+// permute, other strides by gathers.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -17,6 +18,13 @@ struct Avx512ConvOps : Avx512Ops {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(stride)));
     return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), t, idx, p, 4);
+  }
+  static V load_stride2(const float* p) {  // p[0], p[2], ..., p[30]; reads p[0, 31)
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512 lo = _mm512_loadu_ps(p);
+    const __m512 hi = _mm512_maskz_loadu_ps(static_cast<__mmask16>(0x7fff), p + 16);
+    return _mm512_permutex2var_ps(lo, even, hi);
   }
 };
 

@@ -6,9 +6,13 @@
 //
 // Ops adds to the spmm/gemm Ops: full_tail() (all lanes) and
 //   gather_stride(p, stride, t): lanes i < count of p[i * stride], others 0.
+// Optional: load_stride2(p): all lanes of p[2 * i], reading only p[0, 2 * kLanes - 1)
+//   (two loads and a shuffle, much faster than a gather); used for stride 2
+//   when the Ops struct has it.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/conv/conv.h"
 
@@ -123,6 +127,11 @@ void conv_sparse_direct_run(const float* values, const int32_t* offsets, const u
 }
 
 // --- depthwise -------------------------------------------------------------------
+template <class Ops, class = void>
+struct HasLoadStride2 : std::false_type {};
+template <class Ops>
+struct HasLoadStride2<Ops, decltype(void(&Ops::load_stride2))> : std::true_type {};
+
 // kNv output vectors of one output row starting at column ow0; the last is
 // masked by `tail` when kTail.
 template <class Ops, int kNv, bool kTail>
@@ -144,6 +153,8 @@ inline void conv_depthwise_block(const ConvGeometry& g, const float* x_row0, int
         V xv;
         if (sw == 1) {
           xv = (kTail && v == kNv - 1) ? Ops::load_tail(pv, tail) : Ops::load(pv);
+        } else if (HasLoadStride2<Ops>::value && sw == 2 && !(kTail && v == kNv - 1)) {
+          if constexpr (HasLoadStride2<Ops>::value) xv = Ops::load_stride2(pv);
         } else {
           xv = Ops::gather_stride(pv, sw, (kTail && v == kNv - 1) ? tail : Ops::full_tail());
         }
