@@ -752,8 +752,8 @@ def test_matmul_large_multithreaded(rng):
 @pytest.mark.parametrize(
     "op,shape,attrs,constants,kernel",
     [
-        ("MaxPool2d", (1, 2, 4, 4), {"kernel": [2, 2]}, [], "maxpool2d_ref"),
-        ("AvgPool2d", (1, 2, 4, 4), {"kernel": [2, 2]}, [], "avgpool2d_ref"),
+        ("MaxPool2d", (1, 2, 4, 4), {"kernel": [2, 2]}, [], "maxpool2d_separable"),
+        ("AvgPool2d", (1, 2, 4, 4), {"kernel": [2, 2]}, [], "avgpool2d_direct"),
         ("GlobalAveragePool", (1, 2, 4, 4), {}, [], "global_avgpool_ref"),
         ("Transpose", (1, 2, 4, 4), {"perm": [0, 2, 3, 1]}, [], "transpose_blocked"),
         ("Resize", (1, 2, 4, 4), {"mode": "linear", "scales": [2.0, 2.0]}, [], "resize_bilinear"),

@@ -99,11 +99,12 @@ class Pool2dOp final : public Op {
     const int64_t tasks = (planes + per_task - 1) / per_task;
     ctx.parallel_for(tasks, [&](int64_t t) {
       const int64_t p1 = std::min(planes, (t + 1) * per_task);
+      std::vector<float> vrow(kind_ == PoolKind::kMax ? static_cast<size_t>(iw) : 0);
       for (int64_t p = t * per_task; p < p1; ++p) {
         const float* xp = x + p * ih * iw;
         float* yp = y + p * oh * ow;
         if (kind_ == PoolKind::kMax)
-          max_plane(xp, iw, yp, oh, ow, th, tw);
+          max_plane(xp, iw, yp, oh, ow, th, tw, vrow.data());
         else
           avg_plane(xp, iw, yp, oh, ow, th, tw);
       }
@@ -112,27 +113,39 @@ class Pool2dOp final : public Op {
 
   void describe(const std::vector<Shape>&, const std::vector<Shape>& outputs,
                 NodeInfo* info) const override {
-    info->kernel = kind_ == PoolKind::kMax ? "maxpool2d_ref" : "avgpool2d_ref";
+    info->kernel = kind_ == PoolKind::kMax ? "maxpool2d_separable" : "avgpool2d_direct";
     info->flops = shape_elements(outputs[0]) * g_.kernel[0] * g_.kernel[1];
     info->dense_flops = info->flops;
   }
 
  private:
+  // Separable: the max over the window's rows is taken first for the whole
+  // input row (contiguous, vectorises), then over the columns of each output.
+  // PyTorch propagates NaN: a NaN tap wins, and nan_max keeps it.
+  static inline float nan_max(float m, float v) { return (v > m || v != v) ? v : m; }
+
   void max_plane(const float* x, int64_t iw, float* y, int64_t oh, int64_t ow, const AxisTaps& th,
-                 const AxisTaps& tw) const {
+                 const AxisTaps& tw, float* vrow) const {
     const int64_t dh = g_.dilations[0], dw = g_.dilations[1];
+    const float neg_inf = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < oh; ++i) {
+      const int64_t a0 = th.tap_begin[i], a1 = th.tap_end[i];
+      float* yrow = y + i * ow;
+      if (a0 >= a1) {
+        std::fill(yrow, yrow + ow, neg_inf);
+        continue;
+      }
+      const float* first = x + (th.start[i] + a0 * dh) * iw;
+      std::copy(first, first + iw, vrow);
+      for (int64_t a = a0 + 1; a < a1; ++a) {
+        const float* row = x + (th.start[i] + a * dh) * iw;
+        for (int64_t k = 0; k < iw; ++k) vrow[k] = nan_max(vrow[k], row[k]);
+      }
       for (int64_t j = 0; j < ow; ++j) {
-        // PyTorch propagates NaN: a NaN tap wins.
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t a = th.tap_begin[i]; a < th.tap_end[i]; ++a) {
-          const float* row = x + (th.start[i] + a * dh) * iw + tw.start[j];
-          for (int64_t b = tw.tap_begin[j]; b < tw.tap_end[j]; ++b) {
-            const float v = row[b * dw];
-            if (v > m || std::isnan(v)) m = v;
-          }
-        }
-        y[i * ow + j] = m;
+        const float* v = vrow + tw.start[j];
+        float m = neg_inf;
+        for (int64_t b = tw.tap_begin[j]; b < tw.tap_end[j]; ++b) m = nan_max(m, v[b * dw]);
+        yrow[j] = m;
       }
     }
   }
