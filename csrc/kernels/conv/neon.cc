@@ -1,0 +1,54 @@
+// NEON conv kernels (conv_impl.h), aarch64 and armv7 with -mfpu=neon: sparse
+// direct in 16-column tiles (4 Q registers per accumulator set), depthwise
+// over 4-wide output vectors. NEON has no masked loads nor gathers: column
+// tails go through the zero-padded stack buffer of NeonOps, and a strided
+// input row is read lane by lane (vld1q_lane_f32), touching only the lanes
+// in the tail, so no byte past the last needed element is read (vld2q/vld3q
+// would read up to stride - 1 floats past it, beyond the end of the plane).
+#include <arm_neon.h>
+
+#include <cstdint>
+
+#include "kernels/conv/conv.h"
+#include "kernels/simd_neon.h"
+
+namespace sparsert {
+namespace kernels {
+namespace {
+
+struct NeonConvOps : NeonOps {
+  static Tail full_tail() { return kLanes; }
+  static V gather_stride(const float* p, int64_t stride, Tail t) {
+    V v = vdupq_n_f32(0.0f);
+    v = vld1q_lane_f32(p, v, 0);
+    if (t > 1) v = vld1q_lane_f32(p + stride, v, 1);
+    if (t > 2) v = vld1q_lane_f32(p + 2 * stride, v, 2);
+    if (t > 3) v = vld1q_lane_f32(p + 3 * stride, v, 3);
+    return v;
+  }
+};
+
+}  // namespace
+}  // namespace kernels
+}  // namespace sparsert
+
+#include "kernels/conv/conv_impl.h"
+
+namespace sparsert {
+namespace kernels {
+
+void conv_sparse_direct_f32_neon(const float* values, const int32_t* offsets,
+                                 const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
+                                 const float* x, int64_t n, const float* bias, float* y,
+                                 int64_t ldy) {
+  conv_sparse_direct_run<NeonConvOps>(values, offsets, row_ptr, row_begin, row_end, x, n, bias, y,
+                                      ldy);
+}
+
+void conv_depthwise_f32_neon(const ConvGeometry& g, const float* x, const float* w, float bias,
+                             float* y) {
+  conv_depthwise_run<NeonConvOps>(g, x, w, bias, y);
+}
+
+}  // namespace kernels
+}  // namespace sparsert
