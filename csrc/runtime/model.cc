@@ -64,11 +64,14 @@ int64_t checked_elements(const Shape& shape, const std::string& what) {
   return n;
 }
 
-size_t physical_memory_bytes() {
+// Bytes the process may use for activations: physical memory, and never more
+// than the address space can index (32-bit builds on boards with >= 4 GiB).
+uint64_t physical_memory_bytes() {
   long pages = sysconf(_SC_PHYS_PAGES);
   long page = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return SIZE_MAX;
-  return static_cast<size_t>(pages) * static_cast<size_t>(page);
+  uint64_t bytes = (pages <= 0 || page <= 0) ? UINT64_MAX
+                                             : static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+  return std::min<uint64_t>(bytes, static_cast<uint64_t>(SIZE_MAX));
 }
 }  // namespace
 
@@ -76,7 +79,7 @@ Tensor::Tensor(std::vector<int64_t> shape) : shape_(std::move(shape)) {
   for (int64_t d : shape_)
     if (d < 0) throw Error(ErrorCode::kInvalidArgument, "Tensor shape has a negative dim");
   int64_t n = checked_elements(shape_, "Tensor");
-  if (static_cast<size_t>(n) * sizeof(float) > physical_memory_bytes())
+  if (static_cast<uint64_t>(n) * sizeof(float) > physical_memory_bytes())
     throw Error(ErrorCode::kResource, "Tensor of shape " + ops::shape_string(shape_) +
                                           " needs more memory than this machine has");
   storage_ = allocate_floats(n);
@@ -141,7 +144,7 @@ struct Plan {
   std::vector<bool> skip_node;
   std::vector<int64_t> scratch_offset;
   std::vector<size_t> scratch_size;
-  size_t arena_bytes = 0;
+  uint64_t arena_bytes = 0;
 
   std::mutex arenas_mutex;
   std::vector<Arena> free_arenas;
@@ -153,8 +156,8 @@ struct Plan {
 // First-fit allocator over one arena with coalescing of freed blocks.
 class ArenaPlanner {
  public:
-  int64_t allocate(size_t bytes) {
-    bytes = std::max<size_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+  int64_t allocate(uint64_t bytes) {
+    bytes = std::max<uint64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
     for (auto it = free_.begin(); it != free_.end(); ++it) {
       if (it->second >= bytes) {
         int64_t offset = it->first;
@@ -179,8 +182,8 @@ class ArenaPlanner {
     return offset;
   }
 
-  void release(int64_t offset, size_t bytes) {
-    bytes = std::max<size_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+  void release(int64_t offset, uint64_t bytes) {
+    bytes = std::max<uint64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
     auto it = free_.begin();
     while (it != free_.end() && it->first < offset) ++it;
     it = free_.insert(it, {offset, bytes});
@@ -199,10 +202,10 @@ class ArenaPlanner {
     }
   }
 
-  size_t size() const { return static_cast<size_t>(end_); }
+  uint64_t size() const { return static_cast<uint64_t>(end_); }
 
  private:
-  std::list<std::pair<int64_t, size_t>> free_;
+  std::list<std::pair<int64_t, uint64_t>> free_;
   int64_t end_ = 0;
 };
 
@@ -407,7 +410,7 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
   }
 
   // shapes
-  std::vector<size_t> bytes(n_slots, 0);
+  std::vector<uint64_t> bytes(n_slots, 0);
   for (size_t n = 0; n < n_nodes; ++n) {
     std::vector<Shape> in_shapes;
     for (int s : node_inputs[n]) in_shapes.push_back(s < 0 ? Shape{} : plan->shapes[s]);
@@ -427,7 +430,11 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
                                                        ops::shape_string(out_shapes[o]) + " is invalid");
       int64_t elements = checked_elements(out_shapes[o], node_label(n) + " output '" + slots[s].name + "'");
       plan->shapes[s] = out_shapes[o];
-      bytes[s] = static_cast<size_t>(elements) * sizeof(float);
+      bytes[s] = static_cast<uint64_t>(elements) * sizeof(float);
+      if (bytes[s] > physical_memory_bytes())
+        throw Error(ErrorCode::kResource, node_label(n) + ": output '" + slots[s].name + "' of shape " +
+                                              ops::shape_string(out_shapes[o]) +
+                                              " needs more memory than this machine has; use a smaller batch");
     }
     int alias = ops[n]->alias_of_input();
     if (alias >= 0 && node_outputs[n].size() == 1 && alias < static_cast<int>(node_inputs[n].size())) {
@@ -474,7 +481,7 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
     for (int s : node_outputs[n]) maybe_free(s);
   }
   plan->arena_bytes = arena.size();
-  size_t outputs_bytes = 0;
+  uint64_t outputs_bytes = 0;
   for (int s : output_slots) outputs_bytes += bytes[s];
   if (plan->arena_bytes + outputs_bytes > physical_memory_bytes() / 4 * 3)
     throw Error(ErrorCode::kResource,
