@@ -28,8 +28,9 @@
 //   that block into Y (the first block writes bias + sum). A row's nonzeros
 //   are split by K block once per pass of up to 1024 rows (a 32 KB stack
 //   table), so the copy of each X block is shared by many rows.
-// - Panels too deep for 64 packed blocks (K * tile > 4 MB) use in-place K
-//   blocks of at most 384 KB (L2) instead.
+// - Panels too deep for 64 packed blocks (K * tile > 4 MB), and panels of
+//   more than 4 packed blocks with under 16 nonzeros per row and block on
+//   average, use in-place K blocks of at most 384 KB (L2) instead.
 // - Stack use: about 100 KB (the X buffer and the split table).
 #pragma once
 
@@ -60,6 +61,9 @@ constexpr int64_t kSpmmDirectPanelBytes = 16 * 1024;
 //   512 x 4608 x 196:  1.91 / 1.70 / 1.66 / 1.58  (in place, K blocks of 512: 1.64)
 // (The machine was shared: +-5%. 32 KB was best with passes of 128 rows.)
 constexpr int64_t kSpmmPackBudgetBytes = 64 * 1024;
+// Packed K blocks need at least this many nonzeros per row and block on
+// average when there are more than 4 of them (see spmm_run).
+constexpr int64_t kSpmmMinBlockRowNnz = 16;
 // The K-blocked in-place path (K too deep for kSpmmMaxKBlocks packed blocks)
 // keeps each X panel block under this size, in L2.
 constexpr int64_t kSpmmL2PanelBytes = 384 * 1024;
@@ -203,7 +207,14 @@ void spmm_run(const float* values, const Index* idx, const uint32_t* row_ptr, in
   const bool pack = panel_bytes > kSpmmDirectPanelBytes && nnz >= k_cols;
   // K blocks: balanced; packed blocks fit the budget, in-place ones L2.
   int64_t nb = (panel_bytes + kSpmmPackBudgetBytes - 1) / kSpmmPackBudgetBytes;
-  const bool packed = pack && nb <= kSpmmMaxKBlocks;
+  // With many packed blocks and few nonzeros per row per block, the per-row
+  // cost of each block (Y reload and store, the loop exit) dominates: then the
+  // fewer, larger in-place L2 blocks are faster. Zen 5, 1 thread, median ms
+  // (packed -> in place): 512 x 4608 x 196 at 95% (~13 nonzeros per row and
+  // block of 256): 0.93 -> 0.84. Not for few blocks: 768 x 768 x 64 at 95%
+  // (4 blocks): 0.042 -> 0.054; 256 x 256 x 3136 at 97% (1 block): 0.20 -> 0.23.
+  const bool sparse_blocks = nb > 4 && nnz < kSpmmMinBlockRowNnz * rows * nb;
+  const bool packed = pack && nb <= kSpmmMaxKBlocks && !sparse_blocks;
   if (!packed) {
     if (panel_bytes <= kSpmmL2PanelBytes) {
       // In place, no K blocking. Rows go in chunks so that the chunk's weights
