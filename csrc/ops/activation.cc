@@ -1,7 +1,8 @@
 #include "ops/activation.h"
 
 #include <algorithm>
-#include <cmath>
+
+#include "kernels/eltwise/eltwise.h"
 
 namespace sparsert {
 namespace ops {
@@ -99,6 +100,8 @@ inline void map(const float* in, float* out, int64_t n, F f) {
 
 }  // namespace
 
+// The transcendental activations run on the eltwise kernels of the best ISA,
+// chosen once per process (kernels/eltwise/eltwise.h).
 void apply_activation(const Activation& act, const float* in, float* out, int64_t n) {
   const float a = act.a, b = act.b;
   switch (act.kind) {
@@ -119,7 +122,7 @@ void apply_activation(const Activation& act, const float* in, float* out, int64_
       map(in, out, n, [a](float x) { return x < 0.0f ? a * x : x; });
       return;
     case ActivationKind::kSigmoid:
-      map(in, out, n, [](float x) { return 1.0f / (1.0f + std::exp(-x)); });
+      kernels::eltwise_best().sigmoid(in, out, n);
       return;
     case ActivationKind::kHardSigmoid:
       map(in, out, n, [a, b](float x) {
@@ -135,19 +138,16 @@ void apply_activation(const Activation& act, const float* in, float* out, int64_
       });
       return;
     case ActivationKind::kSilu:
-      map(in, out, n, [](float x) { return x / (1.0f + std::exp(-x)); });
+      kernels::eltwise_best().silu(in, out, n);
       return;
     case ActivationKind::kTanh:
-      map(in, out, n, [](float x) { return std::tanh(x); });
+      kernels::eltwise_best().tanh(in, out, n);
       return;
     case ActivationKind::kGelu:
-      map(in, out, n, [](float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); });
+      kernels::eltwise_best().gelu(in, out, n);
       return;
     case ActivationKind::kGeluTanh:
-      map(in, out, n, [](float x) {
-        const float k = 0.7978845608028654f;  // sqrt(2/pi)
-        return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
-      });
+      kernels::eltwise_best().gelu_tanh(in, out, n);
       return;
   }
 }

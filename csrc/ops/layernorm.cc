@@ -1,10 +1,12 @@
 // LayerNorm: as torch.nn.functional.layer_norm over dims axis..end,
 //   y = (x - mean) / sqrt(var + epsilon) * gamma + beta   (biased variance)
 // with optional gamma / beta constants of the normalized shape. Statistics
-// are accumulated in double, one row per normalized slice; tasks take rows.
+// are accumulated in double, one row per normalized slice (the eltwise
+// layernorm row kernel of the best ISA); tasks take rows.
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/eltwise/eltwise.h"
 #include "ops/op.h"
 
 namespace sparsert {
@@ -43,36 +45,20 @@ class LayerNormOp final : public Op {
     float* y = outputs[0].data;
     const float* gamma = gamma_ ? static_cast<const float*>(gamma_->data) : nullptr;
     const float* beta = beta_ ? static_cast<const float*>(beta_->data) : nullptr;
-    const int64_t per_task = std::max<int64_t>(1, 8192 / n);
+    const kernels::LayerNormRowFn row = kernels::eltwise_best().layernorm_row;
+    const double epsilon = epsilon_;
+    const int64_t per_task = std::max<int64_t>(1, 16384 / n);
     ctx.parallel_for((rows + per_task - 1) / per_task, [&](int64_t t) {
       const int64_t r1 = std::min(rows, (t + 1) * per_task);
       for (int64_t r = t * per_task; r < r1; ++r) {
-        const float* xr = x + r * n;
-        float* yr = y + r * n;
-        double sum = 0.0;
-        for (int64_t i = 0; i < n; ++i) sum += xr[i];
-        const double mean = sum / static_cast<double>(n);
-        double sq = 0.0;
-        for (int64_t i = 0; i < n; ++i) {
-          const double d = xr[i] - mean;
-          sq += d * d;
-        }
-        const float rstd =
-            static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(n) + epsilon_));
-        const float m = static_cast<float>(mean);
-        for (int64_t i = 0; i < n; ++i) {
-          float v = (xr[i] - m) * rstd;
-          if (gamma) v *= gamma[i];
-          if (beta) v += beta[i];
-          yr[i] = v;
-        }
+        row(x + r * n, y + r * n, n, gamma, beta, epsilon);
       }
     });
   }
 
   void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
                 NodeInfo* info) const override {
-    info->kernel = "layernorm_ref";
+    info->kernel = kernels::eltwise_best().layernorm_name;
     info->flops = 8 * shape_elements(inputs[0]);
     info->dense_flops = info->flops;
   }

@@ -1,8 +1,11 @@
-// Softmax along one axis, numerically stable (subtract the max).
+// Softmax along one axis, numerically stable (subtract the max). The last
+// axis (contiguous rows) runs on the eltwise softmax row kernel of the best
+// ISA; other axes use the strided scalar loop.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "kernels/eltwise/eltwise.h"
 #include "ops/op.h"
 
 namespace sparsert {
@@ -34,6 +37,15 @@ class SoftmaxOp final : public Op {
     const float* in = inputs[0].data;
     float* out = outputs[0].data;
     if (outer * inner * n == 0) return;
+    if (inner == 1) {
+      const kernels::SoftmaxRowFn row = kernels::eltwise_best().softmax_row;
+      const int64_t per_task = std::max<int64_t>(1, 16384 / n);
+      ctx.parallel_for((outer + per_task - 1) / per_task, [&](int64_t t) {
+        const int64_t r1 = std::min(outer, (t + 1) * per_task);
+        for (int64_t r = t * per_task; r < r1; ++r) row(in + r * n, out + r * n, n);
+      });
+      return;
+    }
     ctx.parallel_for(outer, [&](int64_t o) {
       for (int64_t j = 0; j < inner; ++j) {
         const float* x = in + o * n * inner + j;
@@ -53,8 +65,11 @@ class SoftmaxOp final : public Op {
     });
   }
 
-  void describe(const std::vector<Shape>&, const std::vector<Shape>&, NodeInfo* info) const override {
-    info->kernel = "softmax_ref";
+  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
+                NodeInfo* info) const override {
+    const int64_t rank = static_cast<int64_t>(inputs[0].size());
+    const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
+    info->kernel = axis == rank - 1 ? kernels::eltwise_best().softmax_name : "softmax_strided_ref";
   }
 
  private:
