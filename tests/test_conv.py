@@ -174,6 +174,19 @@ def test_conv2d_fused_activations(act: str) -> None:
     run_case(c, SEED)
 
 
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+@pytest.mark.parametrize("act", ["none", "relu", "relu6", "clip", "hardswish"])
+def test_depthwise_specialised(k: int, stride: int, act: str) -> None:
+    """The 3x3 / 5x5, stride 1 / 2 depthwise kernels (clamp activations fused in the kernel,
+    others and residuals in the epilogue) on widths around the vector widths and odd heights."""
+    for i, (h, w, pads) in enumerate([(1, 1, (1, 1, 1, 1)), (7, 17, (k // 2,) * 4), (10, 33, (0, 1, 2, 1)),
+                                      (5, 16, (2, 0, 1, 2))]):
+        c = dict(batch=2, cin=5, cout=5, k=(k, k), hw=(max(h, k), max(w, k)), stride=(stride, stride),
+                 pads=pads, dilation=(1, 1), groups=5, sparsity=0.0, storage="dense", act=act,
+                 residual=i % 2 == 1, bias=True)
+        run_case(c, SEED + 40 + i)
+
+
 def test_conv2d_residual_broadcast() -> None:
     rng = np.random.default_rng(SEED)
     x = rng.standard_normal((2, 4, 1, 1)).astype(np.float32)
@@ -208,8 +221,8 @@ def test_conv2d_summary() -> None:
     g.output(g.node("Conv2d", [x, g.constant("w", w, storage="csr")], {"pads": [1, 1, 1, 1]}), "y")
     m = g.load(threads=1)
     row = m.summary([(2, 8, 10, 10)])[0]
-    # 10x10 maps: span 9*12 + 10 = 118 < 400, so the auto rule picks im2col + spmm
-    assert row["kernel"].startswith("im2col+spmm_f32_"), row["kernel"]
+    # stride 1: the auto rule picks the direct sparse kernel whatever the map size
+    assert row["kernel"].startswith("conv_sparse_direct_f32_"), row["kernel"]
     nnz = int(np.count_nonzero(w))
     assert row["weight_storage"] == "csr" and row["weight_nnz"] == nnz
     assert row["flops"] == 2 * nnz * 100 * 2 and row["dense_flops"] == 2 * w.size * 100 * 2
@@ -228,12 +241,13 @@ def conv_model(w: np.ndarray, x_shape: tuple[int, ...], storage: str, stride: in
 # (weight shape, input shape, stride, pad, sparse path when sparse wins)
 CHOICE_LAYERS = [
     ((32, 16, 3, 3), (1, 16, 30, 30), 1, 1, "conv_sparse_direct_f32_"),
-    ((32, 16, 3, 3), (1, 16, 15, 15), 2, 1, "im2col+spmm_f32_"),
+    ((32, 16, 3, 3), (1, 16, 15, 15), 2, 1, "conv_sparse_direct_f32_"),  # phase-split input
+    ((32, 16, 3, 3), (1, 16, 15, 15), 3, 1, "im2col+spmm_f32_"),  # strides > 2
     ((48, 32, 1, 1), (1, 32, 12, 12), 1, 0, "spmm_f32_"),
 ]
 
 
-@pytest.mark.parametrize("layer", CHOICE_LAYERS, ids=["direct", "im2col", "pointwise"])
+@pytest.mark.parametrize("layer", CHOICE_LAYERS, ids=["direct", "direct_stride2", "im2col", "pointwise"])
 @pytest.mark.parametrize("storage", ["dense", "csr"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95, 1.0])
 def test_conv2d_per_layer_kernel_choice(layer: tuple[Any, ...], storage: str, sparsity: float,

@@ -5,24 +5,34 @@
 //   matrix the kernels want, so spmm (CSR) / packed gemm (dense) run on it directly.
 // - depthwise (groups == C == Cout): the direct kernel of kernels/conv over each
 //   (zero-padded) channel plane; CSR weights are densified at load (they are tiny).
-// - sparse direct (CSR, stride 1): the group's input is zero-padded once, then
-//   conv_sparse_direct (kernels/conv/conv.h) accumulates each output channel over
-//   its nonzeros in registers, into a per-task staging buffer that the epilogue
-//   compacts into Y.
+// - sparse direct (CSR, stride 1, or 2 via a phase-split input): the group's
+//   input is zero-padded once, then conv_sparse_direct (kernels/conv/conv.h)
+//   accumulates each output channel over its nonzeros in registers, into a
+//   per-task staging buffer that the epilogue compacts into Y.
+// - depthwise ReLU / ReLU6 / Clip run inside the kernel (its output clamp).
 // - im2col (everything else): the Cg*kH*kW x pixels matrix is built in scratch
 //   (in pixel blocks bounded by kIm2colBudgetFloats), then spmm / packed gemm.
 //
-// Sparse KxK, direct vs im2col + spmm. Measured through Model.run (median of 20,
-// 1 thread, AVX-512 build machine shared with other jobs, 90% unstructured
-// sparsity, batch 1, pads 1; n = the direct kernel's span (Hout-1)*Wp + Wout):
-//      64 ->  64 3x3 56x56 (n 3246):  direct 0.39 ms   im2col+spmm 0.71 ms
-//     128 -> 128 3x3 28x28 (n  838):  direct 0.43 ms   im2col+spmm 0.54 ms
-//     256 -> 256 3x3 14x14 (n  222):  direct 0.67 ms   im2col+spmm 0.56 ms
-//     512 -> 512 3x3  7x7  (n   61):  direct 1.69 ms   im2col+spmm 0.78 ms
-// Direct wins while the span fills many full tiles (it skips the 9x im2col
-// copy); on small maps most of its tiles are partial and the (Wp - Wout)
-// columns it drops are a larger share, so im2col's spmm wins. Rule: direct
-// when stride == 1 and n >= kDirectMinSpan (400), else im2col.
+// Sparse KxK, direct vs im2col + spmm. Measured as the node time of Model.profile
+// (median of 100, 1 thread, AVX-512 machine shared with other jobs, unstructured
+// sparsity 90% unless stated, batch 1, pads 1; n = the direct kernel's span
+// (Hout-1)*Wp + Wout):
+//      64 ->  64 3x3 56x56 (n 3246):  direct 0.37 ms   im2col+spmm 0.60 ms
+//     128 -> 128 3x3 28x28 (n  838):  direct 0.37 ms   im2col+spmm 0.53 ms
+//     256 -> 256 3x3 14x14 (n  222):  direct 0.39 ms   im2col+spmm 0.55 ms
+//     512 -> 512 3x3  7x7  (n   61):  direct 0.50 ms   im2col+spmm 0.78 ms
+//     512 -> 512 3x3  7x7, 70%:       direct 1.25 ms   im2col+spmm 1.67 ms
+//     512 -> 512 3x3  4x4  (n   22):  direct 0.29 ms   im2col+spmm 0.32 ms
+//     512 -> 512 3x3  2x2  (n    6):  direct 0.20 ms   im2col+spmm 0.25 ms
+//      64 -> 128 3x3 stride 2, 56x56: direct 0.29 ms   im2col+spmm 0.36 ms
+//     128 -> 256 3x3 stride 2, 28x28: direct 0.27 ms   im2col+spmm 0.31 ms
+//     256 -> 512 3x3 stride 2, 14x14: direct 0.27 ms   im2col+spmm 0.40 ms
+// Direct skips the 9x im2col copy and reads a 9x smaller input, which pays for
+// its partial tiles and the (Wp - Wout) columns it drops even on tiny maps (an
+// earlier version lost on small maps only because it divided per nonzero to
+// build its offsets). Stride 2 runs the same kernel on a phase-split copy of
+// the input (kernels/conv/conv.h). Rule: direct at stride 1, and at stride 2
+// when every phase is read (see direct_wins); im2col otherwise.
 // SPARSERT_CONV_SPARSE=direct|im2col forces one (tests and benchmarks).
 //
 // Per-layer kernel choice (as linear.cc): whatever the file stores, a layer
@@ -50,6 +60,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
@@ -67,8 +78,8 @@ namespace {
 
 constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 21;  // 8 MiB of im2col columns
 constexpr int64_t kStageBudgetFloats = 16384;              // 64 KiB staging per task
-constexpr int64_t kDirectMinSpan = 400;
 constexpr double kDirectMaxDensity = 0.30;
+constexpr int64_t kDirectMaxStride = 2;
 constexpr double kIm2colMaxDensity = 0.30;
 constexpr double kPointwiseMaxDensity = 0.30;
 constexpr double kKeepSparseBelow =
@@ -134,10 +145,11 @@ struct ConvPlan {
   int64_t stage_rows = 0;      // sparse direct: rows per staging pass
   int64_t max_tasks = 1;
   // scratch layout, in floats from the (64-byte aligned) base
-  int64_t tmp_offset = -1;     // conv result when R broadcasts
-  int64_t work_offset = 0;     // im2col columns / padded input / padded planes
-  int64_t offsets_offset = 0;  // sparse direct: int32 offsets
-  int64_t stage_offset = 0;    // sparse direct: per-task staging
+  int64_t tmp_offset = -1;            // conv result when R broadcasts
+  int64_t work_offset = 0;            // im2col columns / padded input / padded planes
+  int64_t offsets_offset = 0;         // sparse direct: int32 offsets
+  int64_t column_offsets_offset = 0;  // sparse direct: int32 offset per weight column
+  int64_t stage_offset = 0;           // sparse direct: per-task staging
   int64_t total_floats = 0;
 };
 
@@ -319,11 +331,21 @@ class Conv2dOp final : public Op {
     }
   }
 
+  // Sparse KxK: the direct kernel rather than im2col + spmm (see the table above).
+  // Strided, it pays only when every phase plane it copies is read (dilation 1,
+  // kernel >= stride): a strided 1x1 would copy 4x what it reads (0.08 ms vs
+  // 0.04 ms for im2col on ResNet-18's 1x1 stride-2 downsamples at 90%).
+  bool direct_wins(const kernels::ConvGeometry& g) const {
+    if (sparse_choice_ == SparseChoice::kDirect) return true;
+    if (g.stride_h == 1 && g.stride_w == 1) return true;
+    return g.stride_h <= kDirectMaxStride && g.stride_w <= kDirectMaxStride && g.dilation_h == 1 &&
+           g.dilation_w == 1 && g.kernel_h >= g.stride_h && g.kernel_w >= g.stride_w;
+  }
+
   // The cost model: the densest weight the sparse path this shape would take still wins at.
   double sparse_max_density(const kernels::ConvGeometry& g) const {
     if (pointwise_) return kPointwiseMaxDensity;
-    const int64_t span = (g.out_h - 1) * g.padded_w() + g.out_w;
-    if (g.stride_h == 1 && g.stride_w == 1 && span >= kDirectMinSpan) return kDirectMaxDensity;
+    if (direct_wins(g)) return kDirectMaxDensity;
     return kIm2colMaxDensity;
   }
 
@@ -447,14 +469,11 @@ class Conv2dOp final : public Op {
         }
       }
       p.path = pointwise_ ? ConvPath::kPointwise : ConvPath::kIm2col;
-      if (p.sparse && !pointwise_ && g.stride_h == 1 && g.stride_w == 1 &&
-          g.channels * g.padded_h() * g.padded_w() < (int64_t{1} << 31) &&
+      if (p.sparse && !pointwise_ && direct_wins(g) &&
+          g.channels * g.stride_h * g.stride_w * g.phase_h() * g.phase_w() < (int64_t{1} << 31) &&
           sparse_choice_ != SparseChoice::kIm2col) {
-        const int64_t span = (g.out_h - 1) * g.padded_w() + g.out_w;
-        if (sparse_choice_ == SparseChoice::kDirect || span >= kDirectMinSpan) {
-          p.path = ConvPath::kSparseDirect;
-          p.span = span;
-        }
+        p.path = ConvPath::kSparseDirect;
+        p.span = (g.out_h - 1) * g.phase_w() + g.out_w;
       }
     }
     p.max_tasks = std::max(1, threads) * 4;  // partition_task_count never returns more
@@ -481,8 +500,9 @@ class Conv2dOp final : public Op {
           p.work_offset = reserve(p.max_tasks * round_up(g.padded_h() * g.padded_w(), 16));
         break;
       case ConvPath::kSparseDirect:
-        p.work_offset = reserve(g.channels * g.padded_h() * g.padded_w());
+        p.work_offset = reserve(g.channels * g.stride_h * g.stride_w * g.phase_h() * g.phase_w());
         p.offsets_offset = reserve(stored_nnz_);
+        p.column_offsets_offset = reserve(k);
         p.stage_rows = std::max<int64_t>(1, std::min(cout_group_, kStageBudgetFloats / p.span));
         p.stage_offset = reserve(p.max_tasks * round_up(p.stage_rows * p.span, 16));
         break;
@@ -508,6 +528,33 @@ class Conv2dOp final : public Op {
     const int64_t khw = kernel_h_ * kernel_w_;
     const int64_t work = cout_ * p.pixels * khw;
     const int64_t tasks = std::min(p.max_tasks, partition_task_count(ctx.threads(), work, cout_));
+    // ReLU / ReLU6 / Clip (or none) run inside the kernel as its output clamp,
+    // unless a residual must be added before the activation.
+    float out_min = -std::numeric_limits<float>::infinity();
+    float out_max = std::numeric_limits<float>::infinity();
+    bool fused = r == nullptr && p.activate;
+    switch (act_.kind) {
+      case ActivationKind::kNone:
+        break;
+      case ActivationKind::kRelu:
+        out_min = 0.0f;
+        break;
+      case ActivationKind::kRelu6:
+        out_min = 0.0f;
+        out_max = 6.0f;
+        break;
+      case ActivationKind::kClip:
+        out_min = act_.a;
+        out_max = act_.b;
+        break;
+      default:
+        fused = false;
+        break;
+    }
+    if (!fused) {
+      out_min = -std::numeric_limits<float>::infinity();
+      out_max = std::numeric_limits<float>::infinity();
+    }
     ctx.parallel_for(tasks, [&](int64_t t) {
       const int64_t c0 = cout_ * t / tasks, c1 = cout_ * (t + 1) / tasks;
       float* xp = base + p.work_offset + t * plane_pad;
@@ -518,8 +565,9 @@ class Conv2dOp final : public Op {
           xc = xp;
         }
         float* yc = y + c * p.pixels;
-        conv_->depthwise(g1, xc, dense_.data() + c * khw, bias_ != nullptr ? bias_[c] : 0.0f, yc);
-        epilogue(p, yc, r != nullptr ? r + c * p.pixels : nullptr, p.pixels);
+        conv_->depthwise(g1, xc, dense_.data() + c * khw, bias_ != nullptr ? bias_[c] : 0.0f,
+                         out_min, out_max, yc);
+        if (!fused) epilogue(p, yc, r != nullptr ? r + c * p.pixels : nullptr, p.pixels);
       }
     });
   }
@@ -527,24 +575,40 @@ class Conv2dOp final : public Op {
   void run_sparse_direct(const RunContext& ctx, const ConvPlan& p, const float* x, float* y,
                          const float* r, float* base) const {
     const kernels::ConvGeometry& g = p.g;
-    const int64_t hp = g.padded_h(), wp = g.padded_w();
+    const int64_t sh = g.stride_h, sw = g.stride_w;
+    const int64_t hq = g.phase_h(), wq = g.phase_w();  // hp, wp at stride 1
     float* xp = base + p.work_offset;
     int32_t* offsets = reinterpret_cast<int32_t*>(base + p.offsets_offset);
+    int32_t* column_offsets = reinterpret_cast<int32_t*>(base + p.column_offsets_offset);
+    // offsets[j] for every nonzero (the same for every group and image): a
+    // table over the Cg*kH*kW weight columns, then one lookup per nonzero
+    // (dividing per nonzero cost more than the convolution on 7x7 maps)
     const int64_t khw = kernel_h_ * kernel_w_;
-    // offsets[j] for every nonzero (the same for every group and image; cheap)
-    for (int64_t j = 0; j < stored_nnz_; ++j) {
-      const int64_t col = csr_.col_idx16 != nullptr ? csr_.col_idx16[j] : csr_.col_idx32[j];
-      const int64_t c = col / khw, kh = (col % khw) / kernel_w_, kw = col % kernel_w_;
-      offsets[j] = static_cast<int32_t>(c * hp * wp + kh * g.dilation_h * wp + kw * g.dilation_w);
+    for (int64_t kh = 0, col = 0; kh < kernel_h_; ++kh) {  // channel 0: the taps
+      for (int64_t kw = 0; kw < kernel_w_; ++kw, ++col) {
+        const int64_t dy = kh * g.dilation_h, dx = kw * g.dilation_w;
+        const int64_t phase = (dy % sh) * sw + dx % sw;
+        column_offsets[col] = static_cast<int32_t>(phase * hq * wq + dy / sh * wq + dx / sw);
+      }
+    }
+    for (int64_t c = 1; c < g.channels; ++c) {
+      const int32_t channel = static_cast<int32_t>(c * sh * sw * hq * wq);
+      for (int64_t t = 0; t < khw; ++t) column_offsets[c * khw + t] = channel + column_offsets[t];
+    }
+    if (csr_.col_idx16 != nullptr) {
+      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[csr_.col_idx16[j]];
+    } else {
+      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[csr_.col_idx32[j]];
     }
     const int64_t plane_in = g.in_h * g.in_w;
     for (int64_t grp = 0; grp < attrs_.groups; ++grp) {
       const float* xg = x + grp * g.channels * plane_in;
-      const int64_t pad_tasks = std::min(
-          p.max_tasks, partition_task_count(ctx.threads(), g.channels * hp * wp, g.channels));
+      const int64_t pad_tasks =
+          std::min(p.max_tasks,
+                   partition_task_count(ctx.threads(), g.channels * sh * sw * hq * wq, g.channels));
       ctx.parallel_for(pad_tasks, [&](int64_t t) {
-        kernels::conv_pad_input(g, xg, g.channels * t / pad_tasks, g.channels * (t + 1) / pad_tasks,
-                                xp);
+        kernels::conv_pad_input_phases(g, xg, g.channels * t / pad_tasks,
+                                       g.channels * (t + 1) / pad_tasks, xp);
       });
       const int64_t r_begin = grp * cout_group_, r_end = r_begin + cout_group_;
       const int64_t work =
@@ -562,7 +626,7 @@ class Conv2dOp final : public Op {
             const float* s = stage + (row - a) * p.span;
             float* yr = y + row * p.pixels;
             for (int64_t oh = 0; oh < g.out_h; ++oh)
-              std::memcpy(yr + oh * g.out_w, s + oh * wp, sizeof(float) * g.out_w);
+              std::memcpy(yr + oh * g.out_w, s + oh * wq, sizeof(float) * g.out_w);
             epilogue(p, yr, r != nullptr ? r + row * p.pixels : nullptr, p.pixels);
           }
         }

@@ -6,6 +6,7 @@
 // |products| of that output (as kernel_tester.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -34,13 +35,14 @@ struct DirectCase {
   int64_t channels, in_h, in_w, kernel_h, kernel_w, pad, dilation, cout;
   double sparsity;
   uint64_t seed;
+  int64_t stride = 1;  // > 1: the phase-split input of conv_pad_input_phases
 };
 
 void check_direct(const DirectCase& c) {
   std::ostringstream what;
   what << "channels=" << c.channels << " in=" << c.in_h << "x" << c.in_w << " k=" << c.kernel_h
        << "x" << c.kernel_w << " pad=" << c.pad << " dilation=" << c.dilation << " cout=" << c.cout
-       << " sparsity=" << c.sparsity << " seed=" << c.seed;
+       << " sparsity=" << c.sparsity << " stride=" << c.stride << " seed=" << c.seed;
   SCOPED_TRACE(what.str());
   std::mt19937_64 rng(c.seed);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
@@ -53,33 +55,50 @@ void check_direct(const DirectCase& c) {
   g.kernel_w = c.kernel_w;
   g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = c.pad;
   g.dilation_h = g.dilation_w = c.dilation;
-  g.out_h = kernels::conv_output_size(g.in_h, g.kernel_h, 1, c.pad, c.pad, c.dilation);
-  g.out_w = kernels::conv_output_size(g.in_w, g.kernel_w, 1, c.pad, c.pad, c.dilation);
+  g.stride_h = g.stride_w = c.stride;
+  g.out_h = kernels::conv_output_size(g.in_h, g.kernel_h, c.stride, c.pad, c.pad, c.dilation);
+  g.out_w = kernels::conv_output_size(g.in_w, g.kernel_w, c.stride, c.pad, c.pad, c.dilation);
   ASSERT_GE(g.out_h, 1);
   ASSERT_GE(g.out_w, 1);
-  const int64_t hp = g.padded_h(), wp = g.padded_w();
+  const int64_t s = c.stride, hq = g.phase_h(), wq = g.phase_w();  // Hp, Wp at stride 1
   const int64_t khw = g.kernel_h * g.kernel_w;
   std::vector<float> x(static_cast<size_t>(g.channels * g.in_h * g.in_w));
   for (float& v : x) v = uni(rng);
-  std::vector<float> xp(static_cast<size_t>(g.channels * hp * wp), kNaN);
-  kernels::conv_pad_input(g, x.data(), 0, g.channels, xp.data());
-  for (float v : xp) ASSERT_FALSE(std::isnan(v)) << "conv_pad_input left an element unwritten";
+  std::vector<float> xp(static_cast<size_t>(g.channels * s * s * hq * wq), kNaN);
+  kernels::conv_pad_input_phases(g, x.data(), 0, g.channels, xp.data());
+  for (float v : xp)
+    ASSERT_FALSE(std::isnan(v)) << "conv_pad_input_phases left an element unwritten";
+  // every phase element against the padded input it stands for
+  for (int64_t ch = 0; ch < g.channels; ++ch)
+    for (int64_t a = 0; a < s; ++a)
+      for (int64_t b = 0; b < s; ++b)
+        for (int64_t i = 0; i < hq; ++i)
+          for (int64_t j = 0; j < wq; ++j) {
+            const int64_t ih = i * s + a - c.pad, iw = j * s + b - c.pad;
+            const bool inside = ih >= 0 && ih < g.in_h && iw >= 0 && iw < g.in_w;
+            ASSERT_EQ(xp[(((ch * s + a) * s + b) * hq + i) * wq + j],
+                      inside ? x[(ch * g.in_h + ih) * g.in_w + iw] : 0.0f)
+                << "phase (" << a << ", " << b << ") of channel " << ch << " at " << i << ", " << j;
+          }
   std::vector<uint32_t> row_ptr(1, 0);
   std::vector<float> values;
   std::vector<int32_t> offsets;
+  std::vector<int64_t> taps;  // the weight column of each nonzero
   for (int64_t r = 0; r < c.cout; ++r) {
     for (int64_t k = 0; k < g.channels * khw; ++k) {
       if (coin(rng) < c.sparsity) continue;
       values.push_back(uni(rng));
-      const int64_t ch = k / khw, kh = (k % khw) / g.kernel_w, kw = k % g.kernel_w;
+      taps.push_back(k);
+      const int64_t ch = k / khw, dy = (k % khw) / g.kernel_w * c.dilation,
+                    dx = k % g.kernel_w * c.dilation;
       offsets.push_back(
-          static_cast<int32_t>(ch * hp * wp + kh * c.dilation * wp + kw * c.dilation));
+          static_cast<int32_t>((((ch * s + dy % s) * s + dx % s) * hq + dy / s) * wq + dx / s));
     }
     row_ptr.push_back(static_cast<uint32_t>(values.size()));
   }
   std::vector<float> bias(static_cast<size_t>(c.cout));
   for (float& v : bias) v = uni(rng);
-  const int64_t n = (g.out_h - 1) * wp + g.out_w;
+  const int64_t n = (g.out_h - 1) * wq + g.out_w;
   const int64_t ldy = n + 5;
   const int64_t row_begin = c.cout > 2 ? 1 : 0, row_end = c.cout;
   const ConvKernel& ref = kernels::conv_kernels().front();
@@ -92,16 +111,16 @@ void check_direct(const DirectCase& c) {
       for (int64_t ow = 0; ow < g.out_w; ++ow) {
         double acc = bias[r], mag = std::fabs(bias[r]);
         for (uint32_t j = row_ptr[r]; j < row_ptr[r + 1]; ++j) {
-          const int64_t off = offsets[j];
-          const int64_t ch = off / (hp * wp), kh = (off % (hp * wp)) / wp / c.dilation;
-          const int64_t kw = (off % wp) / c.dilation;
-          const int64_t ih = oh + kh * c.dilation - c.pad, iw = ow + kw * c.dilation - c.pad;
+          const int64_t ch = taps[j] / khw, kh = (taps[j] % khw) / g.kernel_w;
+          const int64_t kw = taps[j] % g.kernel_w;
+          const int64_t ih = oh * s + kh * c.dilation - c.pad,
+                        iw = ow * s + kw * c.dilation - c.pad;
           if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
           const double p = static_cast<double>(values[j]) * x[(ch * g.in_h + ih) * g.in_w + iw];
           acc += p;
           mag += std::fabs(p);
         }
-        const float got = expected[(r - row_begin) * ldy + oh * wp + ow];
+        const float got = expected[(r - row_begin) * ldy + oh * wq + ow];
         ASSERT_LE(std::fabs(got - acc), 1e-5 * std::sqrt(g.channels * khw + 1.0) * mag + 1e-30)
             << "reference at row " << r << " (" << oh << ", " << ow << ")";
       }
@@ -140,6 +159,11 @@ TEST(ConvSparseDirect, EdgeShapes) {
       {2, 20, 70, 5, 3, 2, 1, 6, 0.5, seed + 5},  // several full tiles + tail
       {6, 9, 9, 3, 3, 1, 1, 8, 1.0, seed + 6},    // all rows empty
       {16, 12, 12, 1, 1, 0, 1, 33, 0.99, seed + 7},
+      {3, 1, 1, 3, 3, 1, 1, 5, 0.5, seed + 8, 2},     // stride 2, 1x1 spatial
+      {5, 13, 70, 3, 3, 1, 1, 9, 0.5, seed + 9, 2},   // stride 2, odd sizes, tiles + tail
+      {4, 12, 17, 3, 3, 2, 2, 7, 0.3, seed + 10, 2},  // stride 2, dilation 2
+      {3, 11, 19, 5, 4, 2, 1, 6, 0.0, seed + 11, 3},  // stride 3
+      {8, 8, 8, 1, 1, 0, 1, 10, 0.7, seed + 12, 2},   // strided 1x1
   };
   for (const DirectCase& c : cases) check_direct(c);
 }
@@ -161,11 +185,17 @@ TEST(ConvSparseDirect, RandomShapes) {
     c.cout = 1 + static_cast<int64_t>(rng() % 10);
     c.sparsity = sparsities[rng() % 5];
     c.seed = base_seed() + 1000 + static_cast<uint64_t>(i);
+    c.stride = 1 + static_cast<int64_t>(rng() % 3);
     check_direct(c);
   }
 }
 
-void check_depthwise(const ConvGeometry& g0, uint64_t seed) {
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Every depthwise kernel against the reference, the reference against im2col;
+// the output clamp [out_min, out_max] is the fused activation.
+void check_depthwise(const ConvGeometry& g0, uint64_t seed, float out_min = -kInf,
+                     float out_max = kInf) {
   ConvGeometry g = g0;
   g.channels = 1;
   g.out_h = kernels::conv_output_size(g.in_h, g.kernel_h, g.stride_h, g.pad_top, g.pad_bottom,
@@ -176,7 +206,7 @@ void check_depthwise(const ConvGeometry& g0, uint64_t seed) {
   what << "in=" << g.in_h << "x" << g.in_w << " k=" << g.kernel_h << "x" << g.kernel_w
        << " stride=" << g.stride_h << "," << g.stride_w << " dilation=" << g.dilation_h << ","
        << g.dilation_w << " pads=" << g.pad_top << "," << g.pad_left << "," << g.pad_bottom << ","
-       << g.pad_right << " seed=" << seed;
+       << g.pad_right << " clamp=" << out_min << "," << out_max << " seed=" << seed;
   SCOPED_TRACE(what.str());
   ASSERT_GE(g.out_h, 1);
   ASSERT_GE(g.out_w, 1);
@@ -191,7 +221,8 @@ void check_depthwise(const ConvGeometry& g0, uint64_t seed) {
   const float bias = uni(rng);
   const int64_t outputs = g.out_h * g.out_w, guard = 19;
   std::vector<float> expected(static_cast<size_t>(outputs + guard), kNaN);
-  kernels::conv_kernels().front().depthwise(g, xp.data(), w.data(), bias, expected.data());
+  kernels::conv_kernels().front().depthwise(g, xp.data(), w.data(), bias, out_min, out_max,
+                                            expected.data());
   // reference vs im2col of the unpadded input (a separate implementation of the geometry)
   std::vector<float> col(static_cast<size_t>(g.kernel_h * g.kernel_w * outputs));
   kernels::conv_im2col(g, x.data(), 0, g.kernel_h * g.kernel_w, 0, outputs, col.data(), outputs);
@@ -201,6 +232,7 @@ void check_depthwise(const ConvGeometry& g0, uint64_t seed) {
       acc += static_cast<double>(w[k]) * col[k * outputs + p];
       mag += std::fabs(static_cast<double>(w[k]) * col[k * outputs + p]);
     }
+    acc = std::min<double>(std::max<double>(acc, out_min), out_max);
     ASSERT_LE(std::fabs(expected[p] - acc),
               1e-5 * std::sqrt(g.kernel_h * g.kernel_w + 1.0) * mag + 1e-30)
         << "reference at " << p;
@@ -208,7 +240,7 @@ void check_depthwise(const ConvGeometry& g0, uint64_t seed) {
   for (const ConvKernel& k : kernels::conv_kernels()) {
     SCOPED_TRACE(k.depthwise_name);
     std::vector<float> y(expected.size(), kNaN);
-    k.depthwise(g, xp.data(), w.data(), bias, y.data());
+    k.depthwise(g, xp.data(), w.data(), bias, out_min, out_max, y.data());
     for (int64_t p = 0; p < outputs + guard; ++p) {
       if (p >= outputs) {
         ASSERT_TRUE(std::isnan(y[p])) << "wrote past the plane at " << p;
@@ -258,6 +290,44 @@ TEST(ConvDepthwise, EdgeAndRandomShapes) {
              static_cast<int64_t>(rng() % 70);
     check_depthwise(r, seed + 300 + static_cast<uint64_t>(i));
   }
+}
+
+// The specialised 3x3 / 5x5, stride 1 / 2 kernels: output heights around the
+// row blocking (4 rows at stride 1, 2 at stride 2), widths around the vector
+// widths (4, 8, 16), asymmetric pads, and the fused clamps (none, ReLU, ReLU6).
+TEST(ConvDepthwise, SpecialisedKernels) {
+  const uint64_t seed = base_seed();
+  std::mt19937_64 rng(seed + 500);
+  const int64_t widths[] = {1, 3, 7, 8, 15, 16, 17, 31, 33, 67};
+  const float clamps[][2] = {{-kInf, kInf}, {0.0f, kInf}, {0.0f, 0.5f}};
+  uint64_t n = 0;
+  for (int64_t k : {3, 5}) {
+    for (int64_t s : {1, 2}) {
+      for (int64_t in_w : widths) {
+        ConvGeometry g;
+        g.kernel_h = g.kernel_w = k;
+        g.stride_h = g.stride_w = s;
+        g.pad_top = static_cast<int64_t>(rng() % 3);
+        g.pad_left = static_cast<int64_t>(rng() % 3);
+        g.pad_bottom = static_cast<int64_t>(rng() % 3);
+        g.pad_right = k - 1 - g.pad_left > 0 ? k - 1 - g.pad_left : static_cast<int64_t>(rng() % 2);
+        g.in_w = std::max<int64_t>(in_w, k - g.pad_left - g.pad_right);
+        g.in_h =
+            std::max<int64_t>(1 + static_cast<int64_t>(rng() % 11), k - g.pad_top - g.pad_bottom);
+        const float* clamp = clamps[n % 3];
+        check_depthwise(g, seed + 600 + n, clamp[0], clamp[1]);
+        ++n;
+      }
+    }
+  }
+  // the generic path with a clamp (dilation 2)
+  ConvGeometry g;
+  g.in_h = 11;
+  g.in_w = 21;
+  g.kernel_h = g.kernel_w = 3;
+  g.dilation_h = g.dilation_w = 2;
+  g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 2;
+  check_depthwise(g, seed + 700, 0.0f, 6.0f);
 }
 
 }  // namespace

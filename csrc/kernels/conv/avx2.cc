@@ -14,6 +14,9 @@ namespace {
 
 struct Avx2ConvOps : Avx2Ops {
   static Tail full_tail() { return _mm256_set1_epi32(-1); }
+  // a NaN in b is returned (x86 max/min return the second operand on NaN)
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
   static V gather_stride(const float* p, int64_t stride, Tail t) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i idx = _mm256_mullo_epi32(lane, _mm256_set1_epi32(static_cast<int>(stride)));
@@ -23,6 +26,18 @@ struct Avx2ConvOps : Avx2Ops {
     const __m256 lo = _mm256_loadu_ps(p);
     const __m256 hi = _mm256_maskload_ps(p + 8, _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0));
     // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] -> [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6]
+    const __m256 mixed = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(mixed), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  // lanes i < count of p[2 * i] (t = tail(count)), others 0; reads p[0, 2 * count - 1)
+  static V load_stride2_tail(const float* p, Tail t) {
+    const int count = __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(t)));
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i need_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * count - 1), lane);
+    const __m256i need_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * count - 9), lane);
+    const __m256 lo = _mm256_maskload_ps(p, need_lo);
+    const __m256 hi = _mm256_maskload_ps(p + 8, need_hi);
     const __m256 mixed = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
     return _mm256_castpd_ps(
         _mm256_permute4x64_pd(_mm256_castps_pd(mixed), _MM_SHUFFLE(3, 1, 2, 0)));
@@ -47,8 +62,8 @@ void conv_sparse_direct_f32_avx2(const float* values, const int32_t* offsets,
 }
 
 void conv_depthwise_f32_avx2(const ConvGeometry& g, const float* x, const float* w, float bias,
-                             float* y) {
-  conv_depthwise_run<Avx2ConvOps>(g, x, w, bias, y);
+                             float out_min, float out_max, float* y) {
+  conv_depthwise_run<Avx2ConvOps>(g, x, w, bias, out_min, out_max, y);
 }
 
 }  // namespace kernels

@@ -14,6 +14,10 @@ namespace {
 
 struct Avx512ConvOps : Avx512Ops {
   static Tail full_tail() { return static_cast<__mmask16>(0xffff); }
+  // a NaN in b is returned (x86 max/min return the second operand on NaN); the
+  // maskz forms avoid GCC 12's false -Wmaybe-uninitialized on _mm512_max_ps
+  static V max(V a, V b) { return _mm512_maskz_max_ps(static_cast<__mmask16>(0xffff), a, b); }
+  static V min(V a, V b) { return _mm512_maskz_min_ps(static_cast<__mmask16>(0xffff), a, b); }
   static V gather_stride(const float* p, int64_t stride, Tail t) {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(static_cast<int>(stride)));
@@ -25,6 +29,16 @@ struct Avx512ConvOps : Avx512Ops {
     const __m512 lo = _mm512_loadu_ps(p);
     const __m512 hi = _mm512_maskz_loadu_ps(static_cast<__mmask16>(0x7fff), p + 16);
     return _mm512_permutex2var_ps(lo, even, hi);
+  }
+  // lanes i < count of p[2 * i] (t = tail(count)), others 0; reads p[0, 2 * count - 1)
+  static V load_stride2_tail(const float* p, Tail t) {
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const unsigned count = static_cast<unsigned>(__builtin_popcount(t));
+    const unsigned need = (1u << (2 * count - 1)) - 1u;  // count <= 16: at most 31 bits
+    const __m512 lo = _mm512_maskz_loadu_ps(static_cast<__mmask16>(need & 0xffffu), p);
+    const __m512 hi = _mm512_maskz_loadu_ps(static_cast<__mmask16>(need >> 16), p + 16);
+    return _mm512_maskz_permutex2var_ps(t, lo, even, hi);
   }
 };
 
@@ -46,8 +60,8 @@ void conv_sparse_direct_f32_avx512(const float* values, const int32_t* offsets,
 }
 
 void conv_depthwise_f32_avx512(const ConvGeometry& g, const float* x, const float* w, float bias,
-                               float* y) {
-  conv_depthwise_run<Avx512ConvOps>(g, x, w, bias, y);
+                               float out_min, float out_max, float* y) {
+  conv_depthwise_run<Avx512ConvOps>(g, x, w, bias, out_min, out_max, y);
 }
 
 }  // namespace kernels

@@ -8,11 +8,12 @@
 namespace sparsert {
 namespace kernels {
 
-#define SPARSERT_CONV_KERNEL(isa, direct, depthwise)                                            \
-  void direct(const float* values, const int32_t* offsets, const uint32_t* row_ptr,             \
-              int64_t row_begin, int64_t row_end, const float* x, int64_t n, const float* bias, \
-              float* y, int64_t ldy);                                                           \
-  void depthwise(const ConvGeometry& g, const float* x, const float* w, float bias, float* y);
+#define SPARSERT_CONV_KERNEL(isa, direct, depthwise)                                               \
+  void direct(const float* values, const int32_t* offsets, const uint32_t* row_ptr,                \
+              int64_t row_begin, int64_t row_end, const float* x, int64_t n, const float* bias,    \
+              float* y, int64_t ldy);                                                              \
+  void depthwise(const ConvGeometry& g, const float* x, const float* w, float bias, float out_min, \
+                 float out_max, float* y);
 #include "kernels/conv/conv.inc"
 #undef SPARSERT_CONV_KERNEL
 
@@ -77,6 +78,41 @@ void conv_pad_input(const ConvGeometry& g, const float* x, int64_t c_begin, int6
       std::fill(row + g.pad_left + g.in_w, row + wp, 0.0f);
     }
     std::fill(dst + (g.pad_top + g.in_h) * wp, dst + hp * wp, 0.0f);
+  }
+}
+
+void conv_pad_input_phases(const ConvGeometry& g, const float* x, int64_t c_begin, int64_t c_end,
+                           float* xq) {
+  if (g.stride_h == 1 && g.stride_w == 1) {
+    conv_pad_input(g, x, c_begin, c_end, xq);
+    return;
+  }
+  const int64_t hq = g.phase_h(), wq = g.phase_w();
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const float* src = x + c * g.in_h * g.in_w;
+    for (int64_t a = 0; a < g.stride_h; ++a) {
+      for (int64_t b = 0; b < g.stride_w; ++b) {
+        float* dst = xq + ((c * g.stride_h + a) * g.stride_w + b) * hq * wq;
+        // columns j with 0 <= j*sw + b - pad_left < in_w
+        const int64_t shift = b - g.pad_left;
+        const int64_t lo = std::min(wq, shift >= 0 ? 0 : (-shift + g.stride_w - 1) / g.stride_w);
+        const int64_t hi = std::max(
+            lo,
+            std::min(wq, g.in_w - shift <= 0 ? 0 : (g.in_w - shift + g.stride_w - 1) / g.stride_w));
+        for (int64_t i = 0; i < hq; ++i) {
+          float* row = dst + i * wq;
+          const int64_t ih = i * g.stride_h + a - g.pad_top;
+          if (ih < 0 || ih >= g.in_h) {
+            std::fill(row, row + wq, 0.0f);
+            continue;
+          }
+          const float* s = src + ih * g.in_w + shift;
+          std::fill(row, row + lo, 0.0f);
+          for (int64_t j = lo; j < hi; ++j) row[j] = s[j * g.stride_w];
+          std::fill(row + hi, row + wq, 0.0f);
+        }
+      }
+    }
   }
 }
 

@@ -14,9 +14,18 @@
 //   one buffer. Columns with p % Wp >= Wout are computed and then dropped by
 //   the op (a waste of (kW-1)*dw / Wp), in exchange for one contiguous span
 //   that vectorises like spmm (register accumulation, masked tail).
+//   Stride s > 1 becomes the same stride-1 form by splitting each padded plane
+//   into sh x sw phase planes of Hq x Wq (Hq = ceil(Hp / sh), Wq = ceil(Wp / sw);
+//   phase (a, b) holds the padded rows a, a + sh, ... and columns b, b + sw, ...,
+//   see conv_pad_input_phases): tap (kh, kw) reads phase (kh*dh % sh, kw*dw % sw)
+//   shifted by (kh*dh / sh, kw*dw / sw), so offsets[j] = ((c*sh + kh*dh % sh)*sw +
+//   kw*dw % sw)*Hq*Wq + (kh*dh / sh)*Wq + kw*dw / sw, p = oh*Wq + ow and
+//   n = (Hout - 1)*Wq + Wout. The kernel is the same; only the op's copy differs.
 // - depthwise (one channel, any kernel / stride / dilation): reads a padded
 //   plane of width Wp = in_w + pad_left + pad_right and writes out_h x out_w,
-//   vectorised over the output width (strided loads become gathers).
+//   vectorised over the output width (strided loads become gathers). 3x3 and
+//   5x5 with stride 1 or 2 and no dilation have a specialised kernel: weights
+//   in registers, several output rows per input load, the clamp fused.
 //
 // ISA kernels are listed in conv.inc and defined in conv/<isa>.cc.
 #pragma once
@@ -42,6 +51,9 @@ struct ConvGeometry {
 
   int64_t padded_h() const { return in_h + pad_top + pad_bottom; }
   int64_t padded_w() const { return in_w + pad_left + pad_right; }
+  // one phase plane of the strided sparse direct input (see above)
+  int64_t phase_h() const { return (padded_h() + stride_h - 1) / stride_h; }
+  int64_t phase_w() const { return (padded_w() + stride_w - 1) / stride_w; }
 };
 
 // Rows [row_begin, row_end) of the sparse direct convolution (see above).
@@ -53,9 +65,11 @@ using ConvSparseDirectFn = void (*)(const float* values, const int32_t* offsets,
                                     int64_t ldy);
 
 // One depthwise channel: x is the padded plane (padded_h() x padded_w()), w the
-// kernel_h x kernel_w filter; y (out_h x out_w, contiguous) = bias + conv.
+// kernel_h x kernel_w filter; y (out_h x out_w, contiguous) =
+// clamp(bias + conv, out_min, out_max), the clamp being the fused
+// ReLU / ReLU6 / Clip (-inf / +inf for none). NaN results stay NaN.
 using ConvDepthwiseFn = void (*)(const ConvGeometry& g, const float* x, const float* w, float bias,
-                                 float* y);
+                                 float out_min, float out_max, float* y);
 
 struct ConvKernel {
   Isa isa;
@@ -79,6 +93,13 @@ int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
 // (channels x padded_h x padded_w) with zero borders.
 void conv_pad_input(const ConvGeometry& g, const float* x, int64_t c_begin, int64_t c_end,
                     float* xp);
+
+// Copies channels [c_begin, c_end) of x into xq (channels x stride_h x stride_w
+// phase planes of phase_h() x phase_w()): phase (a, b) of channel c holds the
+// zero-padded x at padded row i*stride_h + a, column j*stride_w + b (0 past the
+// padded plane). With stride 1 this is conv_pad_input.
+void conv_pad_input_phases(const ConvGeometry& g, const float* x, int64_t c_begin, int64_t c_end,
+                           float* xq);
 
 // im2col: the K x P matrix (K = channels*kernel_h*kernel_w, row (c*kH + kh)*kW + kw;
 // P = out_h*out_w) restricted to rows [k_begin, k_end) and pixels [p_begin, p_end),

@@ -46,8 +46,8 @@ void conv_sparse_direct_f32_neon(const float* values, const int32_t* offsets,
 }
 
 void conv_depthwise_f32_neon(const ConvGeometry& g, const float* x, const float* w, float bias,
-                             float* y) {
-  conv_depthwise_run<NeonConvOps>(g, x, w, bias, y);
+                             float out_min, float out_max, float* y) {
+  conv_depthwise_run<NeonConvOps>(g, x, w, bias, out_min, out_max, y);
 }
 
 }  // namespace kernels

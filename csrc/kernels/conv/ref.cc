@@ -20,7 +20,7 @@ void conv_sparse_direct_f32_ref(const float* values, const int32_t* offsets,
 }
 
 void conv_depthwise_f32_ref(const ConvGeometry& g, const float* x, const float* w, float bias,
-                            float* y) {
+                            float out_min, float out_max, float* y) {
   const int64_t wp = g.padded_w();
   for (int64_t oh = 0; oh < g.out_h; ++oh) {
     for (int64_t ow = 0; ow < g.out_w; ++ow) {
@@ -32,7 +32,8 @@ void conv_depthwise_f32_ref(const ConvGeometry& g, const float* x, const float* 
               x[(oh * g.stride_h + kh * g.dilation_h) * wp + ow * g.stride_w + kw * g.dilation_w];
         }
       }
-      y[oh * g.out_w + ow] = acc;
+      // NaN compares false both ways, so it passes through unchanged
+      y[oh * g.out_w + ow] = acc < out_min ? out_min : (acc > out_max ? out_max : acc);
     }
   }
 }
