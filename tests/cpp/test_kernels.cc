@@ -316,6 +316,100 @@ TEST(Gemm, ZeroK) {
   test_gemm_case(c);
 }
 
+// Deep K with more than 4 packed K blocks: at 97% (~8 nonzeros per row and
+// block) spmm_run uses the in-place L2 blocks, at 85% it packs; both index
+// widths, empty rows, sub-ranges, strides and n tails, NaN-prefilled outputs.
+TEST(Spmm, SparseDeepKChoosesInPlaceBlocks) {
+  uint64_t i = 0;
+  for (double sparsity : {0.85, 0.97, 1.0}) {
+    for (int64_t n : {64, 65, 100}) {
+      KernelCase c;
+      c.rows = 130;
+      c.cols = 5000;
+      c.n = n;
+      c.sparsity = sparsity;
+      c.empty_rows = 0.1;
+      c.bias = (i % 2) == 0;
+      c.row_begin = 1;
+      c.row_end = 129;
+      c.ldx_pad = 2;
+      c.ldy_pad = 3;
+      c.c0 = 1;
+      c.index32 = (i % 3) == 2;
+      c.seed = case_seed(2000 + i++);
+      test_spmm_case(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+// SpMV rows of 0 .. 40 nonzeros (the 16-wide blocks plus the 4-way and single
+// tail steps), dense rows so each length occurs, both index widths.
+TEST(Spmm, SpmvTailLengths) {
+  for (int64_t cols = 1; cols <= 40; ++cols) {
+    KernelCase c;
+    c.rows = 9;
+    c.cols = cols;
+    c.n = 1;
+    c.sparsity = 0.0;
+    c.empty_rows = 0.2;
+    c.bias = (cols % 2) == 0;
+    c.index32 = (cols % 3) == 0;
+    c.ldx_pad = cols % 2;
+    c.seed = case_seed(2100 + cols);
+    test_spmm_case(c);
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+// Weights above the SIMD kernels' L2 budget (rows x K > 2^20 floats) take the
+// column-blocked path: each K block of W is streamed once for up to 128
+// columns (several strips), rows in chunks of 128, K blocks with a remainder.
+// n covers one strip with a narrow tail (40 = 32 + 8, 49 = 32 + 17), several
+// strips (130), and balanced column blocks (257 -> 3 blocks); sub-ranges,
+// strides and column offsets too.
+TEST(Gemm, LargeWeightsColumnBlocked) {
+  uint64_t i = 0;
+  for (int64_t n : {1, 8, 40, 49, 130, 257}) {
+    KernelCase c;
+    c.rows = 264;
+    c.cols = 4100;
+    c.n = n;
+    c.sparsity = 0.0;
+    c.bias = (i % 2) == 0;
+    if (i % 3 == 1) {
+      c.row_begin = 5;
+      c.row_end = 263;
+      c.ldx_pad = 3;
+      c.ldy_pad = 5;
+      c.c0 = 2;
+    }
+    c.seed = case_seed(1600 + i++);
+    test_gemm_case(c);
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+// Row ranges that are not whole 128-row chunks and end mid-panel in the
+// column-blocked path (K below one block, so only the row chunking varies).
+TEST(Gemm, LargeWeightsRowChunks) {
+  uint64_t i = 0;
+  for (int64_t rows : {4500, 4700}) {
+    for (int64_t n : {17, 33}) {
+      KernelCase c;
+      c.rows = rows;
+      c.cols = 250;
+      c.n = n;
+      c.sparsity = 0.5;
+      c.row_begin = i % 2 == 0 ? 0 : 130;
+      c.row_end = rows - static_cast<int64_t>(i);
+      c.seed = case_seed(1700 + i++);
+      test_gemm_case(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace testing
 }  // namespace sparsert
