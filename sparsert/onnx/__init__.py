@@ -283,7 +283,22 @@ def convert(
     )
     if verify:
         _verify(model, builder, pruned=prune is not None)
+    else:
+        _check_loads(builder)
     return builder.save(dst)
+
+
+def _check_loads(builder: GraphBuilder) -> None:
+    """Never write a file the runtime would refuse: load the result once (no
+    disk) and report why it fails, naming the node, before anything is saved."""
+    from sparsert.errors import FormatError
+
+    try:
+        builder.load(threads=1)
+    except MemoryError:
+        raise
+    except ValueError as e:  # FormatError, UnsupportedError and shape errors are all ValueErrors
+        raise FormatError(f"the ONNX model converts to a graph the runtime cannot run: {e}") from e
 
 
 def _verify(model: Any, builder: GraphBuilder, pruned: bool, seed: int = 0) -> None:
