@@ -1,0 +1,1 @@
+"""Peer runtimes run beside sparsert (each in its own process and environment)."""
