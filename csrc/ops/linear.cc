@@ -12,13 +12,19 @@
 // from measurements on Zen 4 (AVX-512) at 1 thread, where one stored nonzero
 // costs the sparse kernel ~2.6x (SpMV, 4096x4096) to ~3.4x (SpMM,
 // 512x4608x196) what one dense weight costs the GEMM:
-//   batch 1 (SpMV vs GEMV, memory bound): sparse below density 0.35
+//   batch 1, weights larger than the last-level cache (SpMV vs GEMV, both
+//     memory bound; 4096x4096: 2.2x per stored nonzero): sparse below density 0.35
+//   batch 1, weights that fit in cache (GEMV runs from L3 at ~50 GFLOP/s;
+//     768x768 and 3072x768: 5.9x per nonzero, sparse at 70% was 0.66x dense,
+//     at 80% 0.93x):                       sparse below density 0.15
 //   batch > 1 (SpMM vs GEMM):              sparse below density 0.28
 // With LoadOptions::tune both kernels are timed at load on this machine.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <random>
+
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 #include "ops/activation.h"
@@ -29,9 +35,23 @@ namespace sparsert {
 namespace ops {
 namespace {
 
-constexpr double kSparseMaxDensityBatch1 = 0.35;
+constexpr double kSparseMaxDensityBatch1Streaming = 0.35;
+constexpr double kSparseMaxDensityBatch1Cached = 0.15;
 constexpr double kSparseMaxDensityBatched = 0.28;
 constexpr int64_t kTuneBatch = 32;
+
+// Last-level cache size in bytes (32 MiB when the system does not say).
+int64_t last_level_cache_bytes() {
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return l3;
+#endif
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (l2 > 0) return l2;
+#endif
+  return int64_t{32} << 20;
+}
 
 class LinearOp final : public Op {
  public:
@@ -52,12 +72,16 @@ class LinearOp final : public Op {
       for (int64_t i = 0; i < elements; ++i) nnz_ += data[i] != 0.0f;
     }
     const double density = elements == 0 ? 1.0 : static_cast<double>(nnz_) / static_cast<double>(elements);
-    bool want_sparse = density <= kSparseMaxDensityBatch1;
-    bool want_dense = density > kSparseMaxDensityBatched;
+    const double batch1_max_density = elements * 4 > last_level_cache_bytes()
+                                          ? kSparseMaxDensityBatch1Streaming
+                                          : kSparseMaxDensityBatch1Cached;
+    // Build the representation(s) some batch regime will run.
+    bool want_sparse = density <= std::max(batch1_max_density, kSparseMaxDensityBatched);
+    bool want_dense = density > std::min(batch1_max_density, kSparseMaxDensityBatched);
     if (tune && elements > 0) want_sparse = want_dense = true;
     if (want_sparse) ensure_csr();
     if (want_dense) ensure_dense();
-    sparse_batch1_ = has_csr() && (!has_dense() || density <= kSparseMaxDensityBatch1);
+    sparse_batch1_ = has_csr() && (!has_dense() || density <= batch1_max_density);
     sparse_batched_ = has_csr() && (!has_dense() || density <= kSparseMaxDensityBatched);
     if (tune && elements > 0) {
       sparse_batch1_ = time_sparse_vs_dense(1);
@@ -66,6 +90,7 @@ class LinearOp final : public Op {
       if (!sparse_batch1_ && !sparse_batched_) {
         owned_row_ptr_.clear();
         owned_col_.clear();
+        owned_col16_.clear();
         owned_values_.clear();
         spmm_ = nullptr;
       } else if (sparse_batch1_ && sparse_batched_) {
