@@ -72,18 +72,19 @@ class LinearOp final : public Op {
       for (int64_t i = 0; i < elements; ++i) nnz_ += data[i] != 0.0f;
     }
     const double density = elements == 0 ? 1.0 : static_cast<double>(nnz_) / static_cast<double>(elements);
-    const double batch1_max_density = elements * 4 > last_level_cache_bytes()
+    const double batch1_max_density = elements > last_level_cache_bytes() / 4
                                           ? kSparseMaxDensityBatch1Streaming
                                           : kSparseMaxDensityBatch1Cached;
     // Build the representation(s) some batch regime will run.
     bool want_sparse = density <= std::max(batch1_max_density, kSparseMaxDensityBatched);
     bool want_dense = density > std::min(batch1_max_density, kSparseMaxDensityBatched);
-    if (tune && elements > 0) want_sparse = want_dense = true;
+    // tune keeps both, but never densifies more than 1 GiB of weights
+    if (tune && elements > 0 && elements <= (int64_t{1} << 28)) want_sparse = want_dense = true;
     if (want_sparse) ensure_csr();
     if (want_dense) ensure_dense();
     sparse_batch1_ = has_csr() && (!has_dense() || density <= batch1_max_density);
     sparse_batched_ = has_csr() && (!has_dense() || density <= kSparseMaxDensityBatched);
-    if (tune && elements > 0) {
+    if (tune && has_csr() && has_dense()) {
       sparse_batch1_ = time_sparse_vs_dense(1);
       sparse_batched_ = time_sparse_vs_dense(kTuneBatch);
       // drop the representation no regime uses
