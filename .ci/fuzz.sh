@@ -40,9 +40,14 @@ if ! "$BUILD/fuzz_spr_load" -rss_limit_mb=2048 -timeout=10 "$ROOT"/fuzz/regressi
 fi
 echo "fuzz.sh: $(ls "$ROOT"/fuzz/regressions | wc -l) regression inputs pass"
 
-echo "fuzz.sh: fuzzing for ${SECONDS_TO_RUN}s from $(ls "$WORK/corpus" | wc -l) corpus files"
+# A fixed seed and a fixed number of runs make the CI run reproducible: the same
+# inputs are tried on every machine (the time limit only caps a slow machine,
+# which then tries a prefix of them). FUZZ_SEED / FUZZ_RUNS explore further.
+FUZZ_SEED=${FUZZ_SEED:-1}
+FUZZ_RUNS=${FUZZ_RUNS:-600000}
+echo "fuzz.sh: fuzzing $FUZZ_RUNS runs (seed $FUZZ_SEED, at most ${SECONDS_TO_RUN}s) from $(ls "$WORK/corpus" | wc -l) corpus files"
 status=0
-"$BUILD/fuzz_spr_load" "$WORK/corpus" \
+"$BUILD/fuzz_spr_load" "$WORK/corpus" -seed="$FUZZ_SEED" -runs="$FUZZ_RUNS" \
   -max_total_time="$SECONDS_TO_RUN" -max_len="$MAX_LEN" -rss_limit_mb=2048 -timeout=10 \
   -artifact_prefix="$ARTIFACTS/" -print_final_stats=1 >"$WORK/fuzz.log" 2>&1 || status=$?
 grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)" "$WORK/fuzz.log" || true
