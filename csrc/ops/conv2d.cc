@@ -271,34 +271,9 @@ class Conv2dOp final : public Op {
       csr_.values = w.values;
       return;
     }
-    const int64_t rows = cout_, cols = cin_group_ * kernel_h_ * kernel_w_;
-    const float* data = static_cast<const float*>(w.data);
-    owned_row_ptr_.assign(static_cast<size_t>(rows + 1), 0);
-    owned_values_.reserve(static_cast<size_t>(stored_nnz_));
-    std::vector<uint32_t> cols32;
-    cols32.reserve(static_cast<size_t>(stored_nnz_));
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) {
-        const float v = data[r * cols + c];
-        if (v != 0.0f) {
-          owned_values_.push_back(v);
-          cols32.push_back(static_cast<uint32_t>(c));
-        }
-      }
-      owned_row_ptr_[r + 1] = static_cast<uint32_t>(owned_values_.size());
-    }
-    csr_ = kernels::CsrMatrix();
-    csr_.rows = rows;
-    csr_.cols = cols;
-    csr_.row_ptr = owned_row_ptr_.data();
-    csr_.values = owned_values_.data();
-    if (cols <= 65536) {
-      owned_col16_.assign(cols32.begin(), cols32.end());
-      csr_.col_idx16 = owned_col16_.data();
-    } else {
-      owned_col32_ = std::move(cols32);
-      csr_.col_idx32 = owned_col32_.data();
-    }
+    build_owned_csr(static_cast<const float*>(w.data), cout_, cin_group_ * kernel_h_ * kernel_w_,
+                    &owned_csr_);
+    csr_ = owned_csr_.view;
   }
 
   void ensure_dense(const format::TensorInfo& w) {
@@ -718,10 +693,7 @@ class Conv2dOp final : public Op {
   const kernels::SpmmKernel* spmm_ = nullptr;
   const kernels::GemmKernel* gemm_ = nullptr;
   kernels::CsrMatrix csr_;
-  std::vector<uint32_t> owned_row_ptr_;  // CSR copy of a dense weight
-  std::vector<uint16_t> owned_col16_;
-  std::vector<uint32_t> owned_col32_;
-  std::vector<float> owned_values_;
+  OwnedCsr owned_csr_;  // CSR copy of a dense weight
   std::vector<kernels::PackedGemmWeights> packed_;  // one per group (dense kernels)
   kernels::AlignedFloats dense_;                    // depthwise filters
 };

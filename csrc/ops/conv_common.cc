@@ -52,6 +52,40 @@ kernels::AlignedFloats densify_weight(const format::TensorInfo& w) {
   return out;
 }
 
+void build_owned_csr(const float* data, int64_t rows, int64_t cols, OwnedCsr* out) {
+  int64_t nnz = 0;
+  for (int64_t i = 0; i < rows * cols; ++i) nnz += data[i] != 0.0f;
+  const bool narrow = cols <= 65536;
+  out->row_ptr.assign(static_cast<size_t>(rows + 1), 0);
+  out->values.clear();
+  out->col16.clear();
+  out->col32.clear();
+  out->values.reserve(static_cast<size_t>(nnz));
+  if (narrow)
+    out->col16.reserve(static_cast<size_t>(nnz));
+  else
+    out->col32.reserve(static_cast<size_t>(nnz));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = data[r * cols + c];
+      if (v == 0.0f) continue;
+      out->values.push_back(v);
+      if (narrow)
+        out->col16.push_back(static_cast<uint16_t>(c));
+      else
+        out->col32.push_back(static_cast<uint32_t>(c));
+    }
+    out->row_ptr[r + 1] = static_cast<uint32_t>(out->values.size());
+  }
+  out->view = kernels::CsrMatrix();
+  out->view.rows = rows;
+  out->view.cols = cols;
+  out->view.row_ptr = out->row_ptr.data();
+  out->view.values = out->values.data();
+  out->view.col_idx16 = narrow ? out->col16.data() : nullptr;
+  out->view.col_idx32 = narrow ? nullptr : out->col32.data();
+}
+
 bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out) {
   const size_t rank = std::max(a.size(), b.size());
   Shape s(rank);

@@ -28,6 +28,18 @@ ConvAttributes parse_conv_attributes(const NodeContext& ctx);
 // The weight as dense row-major floats (a copy when it is CSR).
 kernels::AlignedFloats densify_weight(const format::TensorInfo& w);
 
+// A CSR copy of a dense row-major rows x cols weight (Linear and Conv2d build
+// one when a weight stored dense is mostly zero). `view` points into the
+// owned arrays; column indices are 16-bit when cols <= 65536.
+struct OwnedCsr {
+  std::vector<uint32_t> row_ptr;
+  std::vector<uint16_t> col16;
+  std::vector<uint32_t> col32;
+  std::vector<float> values;
+  kernels::CsrMatrix view;
+};
+void build_owned_csr(const float* data, int64_t rows, int64_t cols, OwnedCsr* out);
+
 // numpy broadcasting of two shapes; false when they do not broadcast.
 bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out);
 

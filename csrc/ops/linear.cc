@@ -28,6 +28,7 @@
 
 #include "kernels/kernels.h"
 #include "ops/activation.h"
+#include "ops/conv_common.h"
 #include "ops/op.h"
 #include "ops/partition.h"
 
@@ -89,10 +90,7 @@ class LinearOp final : public Op {
       sparse_batched_ = time_sparse_vs_dense(kTuneBatch);
       // drop the representation no regime uses
       if (!sparse_batch1_ && !sparse_batched_) {
-        owned_row_ptr_.clear();
-        owned_col_.clear();
-        owned_col16_.clear();
-        owned_values_.clear();
+        owned_csr_ = OwnedCsr();
         spmm_ = nullptr;
       } else if (sparse_batch1_ && sparse_batched_) {
         packed_ = kernels::PackedGemmWeights();
@@ -160,33 +158,8 @@ class LinearOp final : public Op {
   void ensure_csr() {
     spmm_ = &kernels::spmm_best();
     if (weight_.storage == format::Storage::kCsr) return;
-    const float* data = static_cast<const float*>(weight_.data);
-    owned_row_ptr_.assign(rows_ + 1, 0);
-    owned_values_.reserve(nnz_);
-    std::vector<uint32_t> cols32;
-    cols32.reserve(nnz_);
-    for (int64_t r = 0; r < rows_; ++r) {
-      for (int64_t c = 0; c < cols_; ++c) {
-        float v = data[r * cols_ + c];
-        if (v != 0.0f) {
-          owned_values_.push_back(v);
-          cols32.push_back(static_cast<uint32_t>(c));
-        }
-      }
-      owned_row_ptr_[r + 1] = static_cast<uint32_t>(owned_values_.size());
-    }
-    csr_ = kernels::CsrMatrix();
-    csr_.rows = rows_;
-    csr_.cols = cols_;
-    csr_.row_ptr = owned_row_ptr_.data();
-    csr_.values = owned_values_.data();
-    if (cols_ <= 65536) {
-      owned_col16_.assign(cols32.begin(), cols32.end());
-      csr_.col_idx16 = owned_col16_.data();
-    } else {
-      owned_col_ = std::move(cols32);
-      csr_.col_idx32 = owned_col_.data();
-    }
+    build_owned_csr(static_cast<const float*>(weight_.data), rows_, cols_, &owned_csr_);
+    csr_ = owned_csr_.view;
   }
 
   void ensure_dense() {
@@ -195,12 +168,7 @@ class LinearOp final : public Op {
       gemm_->pack(static_cast<const float*>(weight_.data), rows_, cols_, cols_, &packed_);
       return;
     }
-    std::vector<float> dense(static_cast<size_t>(rows_ * cols_), 0.0f);
-    for (int64_t r = 0; r < rows_; ++r)
-      for (uint32_t i = csr_.row_ptr[r]; i < csr_.row_ptr[r + 1]; ++i) {
-        const int64_t c = csr_.col_idx16 ? csr_.col_idx16[i] : csr_.col_idx32[i];
-        dense[r * cols_ + c] = csr_.values[i];
-      }
+    const kernels::AlignedFloats dense = densify_weight(weight_);
     gemm_->pack(dense.data(), rows_, cols_, cols_, &packed_);
   }
 
@@ -281,10 +249,7 @@ class LinearOp final : public Op {
   bool sparse_batch1_ = false;
   bool sparse_batched_ = false;
   kernels::CsrMatrix csr_;
-  std::vector<uint32_t> owned_row_ptr_;
-  std::vector<uint16_t> owned_col16_;
-  std::vector<uint32_t> owned_col_;
-  std::vector<float> owned_values_;
+  OwnedCsr owned_csr_;  // CSR copy of a dense weight
   const kernels::SpmmKernel* spmm_ = nullptr;
   const kernels::GemmKernel* gemm_ = nullptr;
   kernels::PackedGemmWeights packed_;
