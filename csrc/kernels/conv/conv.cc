@@ -58,8 +58,12 @@ const ConvKernel& conv_best() {
 
 int64_t conv_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_begin,
                          int64_t pad_end, int64_t dilation) {
-  const int64_t span = dilation * (kernel - 1) + 1;
-  const int64_t padded = in + pad_begin + pad_end;
+  // Dims and attributes come from untrusted files: a product or sum that
+  // overflows is treated like a window that does not fit (-1).
+  int64_t span, padded;
+  if (__builtin_mul_overflow(dilation, kernel - 1, &span) || __builtin_add_overflow(span, 1, &span) ||
+      __builtin_add_overflow(in, pad_begin, &padded) || __builtin_add_overflow(padded, pad_end, &padded))
+    return -1;
   if (padded < span) return -1;
   return (padded - span) / stride + 1;
 }
