@@ -71,7 +71,7 @@ check("mlp", g, rng.standard_normal((5, 200)).astype(np.float32))
 g = sparsert.GraphBuilder("arm-cnn")
 x = g.input("x", (1, 3, 19, 21))
 h = g.node(
-    "Conv2d",
+    "Conv",
     [
         x,
         g.constant("w1", rng.standard_normal((16, 3, 3, 3)).astype(np.float32)),
@@ -80,12 +80,12 @@ h = g.node(
     {"pads": [1, 1, 1, 1], "activation": "relu"},
 )
 h = g.node(
-    "Conv2d",
+    "Conv",
     [h, g.constant("dw1", rng.standard_normal((16, 1, 3, 3)).astype(np.float32))],
-    {"pads": [1, 1, 1, 1], "groups": 16},
+    {"pads": [1, 1, 1, 1], "group": 16},
 )
 h = g.node(
-    "Conv2d",
+    "Conv",
     [
         h,
         g.constant("w2", sparse((24, 16, 3, 3), 0.9), storage="csr"),
@@ -94,16 +94,16 @@ h = g.node(
     {"pads": [1, 1, 1, 1], "activation": "relu"},
 )
 h = g.node(
-    "Conv2d",
+    "Conv",
     [h, g.constant("dw2", rng.standard_normal((24, 1, 3, 3)).astype(np.float32))],
-    {"strides": [2, 2], "pads": [1, 1, 1, 1], "groups": 24},
+    {"strides": [2, 2], "pads": [1, 1, 1, 1], "group": 24},
 )
 h = g.node(
-    "Conv2d",
+    "Conv",
     [h, g.constant("w3", sparse((32, 24, 3, 3), 0.9), storage="csr")],
     {"strides": [2, 2], "pads": [1, 1, 1, 1]},
 )
-h = g.node("Conv2d", [h, g.constant("w4", sparse((8, 32, 1, 1), 0.8), storage="csr")])
+h = g.node("Conv", [h, g.constant("w4", sparse((8, 32, 1, 1), 0.8), storage="csr")])
 g.output(h, "y")
 x_cnn = rng.standard_normal((1, 3, 19, 21)).astype(np.float32)
 check("cnn", g, x_cnn)

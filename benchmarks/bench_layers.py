@@ -99,7 +99,7 @@ def sparsert_layer(w: np.ndarray, n: int, how: str) -> tuple[Any, np.ndarray, An
         if side * side != n:
             raise ValueError(f"conv1x1 layer shapes need a square N, got {n}")
         x = b.input("x", (-1, k, side, side))
-        y = b.node("Conv2d", [x, b.constant("w", w.reshape(m, k, 1, 1), storage="auto")])
+        y = b.node("Conv", [x, b.constant("w", w.reshape(m, k, 1, 1), storage="auto")])
         model_input_shape = (1, k, side, side)
 
         def to_mn(out: np.ndarray) -> np.ndarray:

@@ -297,12 +297,12 @@ def to_spr(net: Net, storage: str = "auto") -> bytes:
             bias = b.constant(f"{op.output}.b", op.weights["b"])
             p = a["pad"]
             out = b.node(
-                "Conv2d",
+                "Conv",
                 [ins[0], w, bias, *ins[1:]],
                 {
                     "strides": [a["stride"]] * 2,
                     "pads": [p] * 4,
-                    "groups": a["groups"],
+                    "group": a["groups"],
                     "activation": a["act"],
                 },
                 name=op.output,
@@ -313,9 +313,9 @@ def to_spr(net: Net, storage: str = "auto") -> bytes:
             out = b.node("Linear", [ins[0], w, bias], {"activation": a["act"]}, name=op.output)
         elif op.kind == "maxpool":
             out = b.node(
-                "MaxPool2d",
+                "MaxPool",
                 ins,
-                {"kernel": [a["k"]] * 2, "strides": [a["stride"]] * 2, "pads": [a["pad"]] * 4},
+                {"kernel_shape": [a["k"]] * 2, "strides": [a["stride"]] * 2, "pads": [a["pad"]] * 4},
                 name=op.output,
             )
         elif op.kind == "gap_flatten":
@@ -327,7 +327,7 @@ def to_spr(net: Net, storage: str = "auto") -> bytes:
         elif op.kind == "layernorm":
             g = b.constant(f"{op.output}.g", op.weights["g"])
             beta = b.constant(f"{op.output}.b", op.weights["b"])
-            out = b.node("LayerNorm", [ins[0], g, beta], {"axis": -1, "epsilon": a["eps"]}, name=op.output)
+            out = b.node("LayerNormalization", [ins[0], g, beta], {"axis": -1, "epsilon": a["eps"]}, name=op.output)
         elif op.kind == "matmul":
             out = b.node("MatMul", ins, name=op.output)
         elif op.kind == "softmax":

@@ -98,16 +98,15 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
     )
     yield "softmax", lambda: single("Softmax", (-1, 5), {"axis": -1})
     for op, attrs in [
-        ("ReLU", {}),
-        ("ReLU6", {}),
+        ("Relu", {}),
         ("Clip", {"min": -0.5, "max": 0.5}),
-        ("LeakyReLU", {"alpha": 0.1}),
+        ("LeakyRelu", {"alpha": 0.1}),
         ("Sigmoid", {}),
         ("HardSigmoid", {"alpha": 0.2}),
         ("HardSwish", {}),
-        ("SiLU", {}),
+        ("Silu", {}),
         ("Tanh", {}),
-        ("GELU", {"approximate": "tanh"}),
+        ("Gelu", {"approximate": "tanh"}),
     ]:
         yield op.lower(), lambda op=op, attrs=attrs: single(op, (2, 3), attrs)
     for op in ("Add", "Sub", "Mul", "Div"):
@@ -117,15 +116,15 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
     yield (
         "maxpool",
         lambda: single(
-            "MaxPool2d",
+            "MaxPool",
             (1, 2, 5, 5),
-            {"kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
         ),
     )
     yield (
         "avgpool",
         lambda: single(
-            "AvgPool2d", (1, 2, 5, 5), {"kernel": [2, 2], "count_include_pad": 1, "pads": [1, 0, 1, 0]}
+            "AveragePool", (1, 2, 5, 5), {"kernel_shape": [2, 2], "count_include_pad": 1, "pads": [1, 0, 1, 0]}
         ),
     )
     yield "global_avgpool", lambda: single("GlobalAveragePool", (1, 3, 4, 4))
@@ -148,13 +147,13 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
     yield "reduce_mean", lambda: single("ReduceMean", (2, 3, 4), {"axes": [1, 2], "keepdims": 0})
     yield (
         "layernorm",
-        lambda: single("LayerNorm", (2, 3, 4), {"axis": -1, "epsilon": 1e-5}, (randn(4), randn(4))),
+        lambda: single("LayerNormalization", (2, 3, 4), {"axis": -1, "epsilon": 1e-5}, (randn(4), randn(4))),
     )
     yield "matmul_const", lambda: single("MatMul", (-1, 3, 4), {}, (randn(4, 2),))
     yield (
         "conv_dense",
         lambda: single(
-            "Conv2d",
+            "Conv",
             (-1, 2, 5, 5),
             {"pads": [1, 1, 1, 1], "strides": [2, 1], "activation": "relu"},
             (randn(3, 2, 3, 3), randn(3)),
@@ -163,20 +162,20 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
     yield (
         "conv_csr",
         lambda: single(
-            "Conv2d", (1, 4, 4, 4), {"groups": 2, "dilations": [2, 2]}, (sparse(4, 2, 2, 2),), storage="csr"
+            "Conv", (1, 4, 4, 4), {"group": 2, "dilations": [2, 2]}, (sparse(4, 2, 2, 2),), storage="csr"
         ),
     )
     yield (
         "conv_csr32",
         lambda: with_index_bits(
-            single("Conv2d", (1, 2, 4, 4), {"activation": "hardswish"}, (sparse(2, 2, 3, 3),), storage="csr"),
+            single("Conv", (1, 2, 4, 4), {"activation": "hardswish"}, (sparse(2, 2, 3, 3),), storage="csr"),
             32,
         ),
     )
     yield (
         "conv_transpose",
         lambda: single(
-            "ConvTranspose2d",
+            "ConvTranspose",
             (1, 2, 3, 3),
             {"strides": [2, 2], "output_padding": [1, 1]},
             (randn(2, 3, 3, 3), randn(3)),
@@ -185,7 +184,7 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
     yield (
         "batchnorm",
         lambda: single(
-            "BatchNorm",
+            "BatchNormalization",
             (1, 3, 2, 2),
             {"epsilon": 1e-3},
             (randn(3), randn(3), randn(3), np.abs(randn(3)) + 0.5),
@@ -218,7 +217,7 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
         )
         x = b.input("x", (-1, 6))
         h = b.node("Linear", [x, b.constant("w1", sparse(8, 6), storage="csr"), b.constant("b1", randn(8))])
-        h = b.node("ReLU", [h])
+        h = b.node("Relu", [h])
         h = b.node("Linear", [h, b.constant("w2", randn(3, 8)), b.constant("b2", randn(3))])
         b.output(b.node("Softmax", [h], {"axis": -1}), "y")
         return b.build()
@@ -229,12 +228,12 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
         b = sparsert.GraphBuilder("cnn")
         x = b.input("x", (-1, 1, 6, 6))
         h = b.node(
-            "Conv2d",
+            "Conv",
             [x, b.constant("k", sparse(4, 1, 3, 3, density=0.5), storage="csr")],
             {"pads": [1, 1, 1, 1]},
         )
         h = b.node(
-            "BatchNorm",
+            "BatchNormalization",
             [
                 h,
                 b.constant("s", randn(4)),
@@ -243,8 +242,8 @@ def seeds() -> Iterator[tuple[str, Callable[[], spr.ModelFile]]]:
                 b.constant("v", np.abs(randn(4)) + 1.0),
             ],
         )
-        h = b.node("ReLU", [h])
-        h = b.node("MaxPool2d", [h], {"kernel": [2, 2]})
+        h = b.node("Relu", [h])
+        h = b.node("MaxPool", [h], {"kernel_shape": [2, 2]})
         h = b.node("Flatten", [h], {"axis": 1})
         b.output(b.node("Linear", [h, b.constant("fc", randn(3, 36)), b.constant("fcb", randn(3))]), "y")
         return b.build()

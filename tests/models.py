@@ -276,7 +276,7 @@ class _Converter:
             "strides": list(conv.stride),
             "pads": [ph, pw, ph, pw],
             "dilations": list(conv.dilation),
-            "groups": conv.groups,
+            "group": conv.groups,
             "activation": act,
         }
         if activation_params is not None:
@@ -288,7 +288,7 @@ class _Converter:
         ]
         if residual is not None:
             inputs.append(residual)
-        return self.b.node("Conv2d", inputs, attrs, name=name)
+        return self.b.node("Conv", inputs, attrs, name=name)
 
     def conv_bn_act(self, x: str, block: ConvBNAct, residual: str | None = None) -> str:
         return self.conv(x, block[0], block[1], block.act, residual)
@@ -312,10 +312,10 @@ def _resnet_to_spr(c: _Converter, m: ResNet18, x: str) -> str:
     x = c.conv(x, m.conv1, m.bn1, "relu")
     mp = m.maxpool
     x = c.b.node(
-        "MaxPool2d",
+        "MaxPool",
         [x],
         {
-            "kernel": [mp.kernel_size] * 2,
+            "kernel_shape": [mp.kernel_size] * 2,
             "strides": [mp.stride] * 2,
             "pads": [mp.padding] * 4,
             "ceil_mode": int(mp.ceil_mode),

@@ -2,9 +2,9 @@
 
 ``CORRUPTIONS`` is a list of ``(name, corrupt, expected)``: ``corrupt(valid_bytes) -> bad_bytes``
 takes the bytes of ``valid_bytes()`` and returns a broken file, and ``expected`` is a substring of
-the error message. The Python reader (tests/test_format.py) and the C++ reader (through
-``sparsert._core``) raise the same messages, so one table serves both; tests/cpp/test_format.cc
-holds the same cases built by its own C++ byte builder.
+the error message. The reader is the C++ one (``sparsert.format.from_bytes`` reads through
+``sparsert._core``); tests/cpp/test_format.cc holds the same cases built by its own C++ byte
+builder. Files are version 2 unless a spec says ``"version": 1``.
 
 Files are made by a raw builder that is independent of ``sparsert.format`` (which refuses to
 write broken files): a spec of plain values is encoded field by field with the correct CRCs, so
@@ -111,6 +111,17 @@ def base_spec() -> dict[str, Any]:
                 "values": [4.0, -5.0, 6.0],
             },
             {"name": "shape", "dtype": 3, "dims": [2], "storage": 0, "data": struct.pack("<2q", -1, 3)},
+            {
+                "name": "wb",
+                "dtype": 1,
+                "dims": [4, 4],
+                "storage": 2,
+                "index_bits": 16,
+                "block": [2, 1],
+                "row_ptr": [0, 2, 3],
+                "col_idx": [0, 3, 1],
+                "values": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            },
         ],
     }
 
@@ -135,9 +146,12 @@ def build(spec: dict[str, Any]) -> bytes:
     for key, value in spec["metadata"]:
         body += string(key) + value
     body += u64(len(spec["inputs"]))
+    version = spec.get("version", 2)
     for vi in spec["inputs"]:
         body += string(vi["name"]) + u32(vi["dtype"]) + u32(vi.get("rank", len(vi["dims"])))
         body += b"".join(i64(d) for d in vi["dims"])
+        if version >= 2:
+            body += b"".join(string(n) for n in vi.get("dim_names", [""] * len(vi["dims"])))
     body += u64(len(spec["outputs"]))
     for name in spec["outputs"]:
         body += string(name)
@@ -156,18 +170,22 @@ def build(spec: dict[str, Any]) -> bytes:
             body += u64(t.get("offset", offset)) + u64(t.get("nbytes", len(t["data"])))
         else:
             bits = t["index_bits"]
+            block = t.get("block")
             rp = place(b"".join(u32(v) for v in t["row_ptr"]))
             ci_fmt = "<H" if bits == 16 else "<I"
             ci = place(b"".join(struct.pack(ci_fmt, v) for v in t["col_idx"]))
             va = place(b"".join(struct.pack("<f", v) for v in t["values"]))
-            body += u64(t.get("nnz", len(t["values"]))) + u32(bits)
+            nnz = len(t["col_idx"]) if block else len(t["values"])
+            body += u64(t.get("nnz", nnz)) + u32(bits)
+            if block:
+                body += u32(block[0]) + u32(block[1])
             body += u64(t.get("row_ptr_offset", rp)) + u64(t.get("col_idx_offset", ci))
             body += u64(t.get("values_offset", va))
     body += spec.get("body_extra", b"")
     body = bytes(body)[: len(body) - spec.get("body_cut", 0)]
     data_offset = _align(48 + len(body))
     header = HEADER.pack(
-        b"SPRT", 1, ALIGNMENT, 0, len(body), data_offset, len(data), zlib.crc32(body), zlib.crc32(data)
+        b"SPRT", version, ALIGNMENT, 0, len(body), data_offset, len(data), zlib.crc32(body), zlib.crc32(data)
     )
     return header + body + bytes(data_offset - 48 - len(body)) + bytes(data)
 
@@ -258,17 +276,18 @@ CORRUPTIONS: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ("empty_file", lambda b: b"", "file too small: 0 bytes"),
     ("header_only_47", lambda b: b[:47], "file too small: 47 bytes"),
     ("bad_magic", lambda b: b"GGUF" + b[4:], "bad magic"),
-    ("version_2", lambda b: _with_header(b, version=2), "unsupported version 2"),
+    ("version_3", lambda b: _with_header(b, version=3), "unsupported version 3"),
     ("version_0", lambda b: _with_header(b, version=0), "unsupported version 0"),
     ("alignment_3", lambda b: _with_header(b, alignment=3), "header alignment 3 is not a power of two"),
     ("alignment_4", lambda b: _with_header(b, alignment=4), "header alignment 4 is not a power of two"),
     ("alignment_0", lambda b: _with_header(b, alignment=0), "header alignment 0 is not a power of two"),
     ("alignment_2_17", lambda b: _with_header(b, alignment=1 << 17), "header alignment 131072"),
     ("flags_nonzero", lambda b: _with_header(b, flags=1), "header flags 1 must be 0"),
-    ("truncated_data", lambda b: b[:-1], "!= file size"),
-    ("truncated_in_body", lambda b: b[:100], "!= file size"),
+    ("truncated_data", lambda b: b[:-1], "file is truncated"),
+    ("truncated_in_body", lambda b: b[:100], "file is truncated"),
     ("trailing_garbage", lambda b: b + b"\0", "!= file size"),
-    ("data_offset_past_end", lambda b: _with_header(b, data_offset=len(b) + 64), "!= file size"),
+    ("data_offset_past_end", lambda b: _with_header(b, data_offset=len(b) + 64), "file is truncated"),
+    ("onnx_file", lambda b: b"\x08\x07\x12\x07pytorch" + bytes(64), "looks like an ONNX model"),
     ("data_size_overflow", lambda b: _with_header(b, data_size=2**64 - 1), "!= file size"),
     (
         "body_size_past_data",
@@ -312,8 +331,8 @@ CORRUPTIONS: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ),
     (
         "string_past_body",
-        _edit(lambda s: s.update(body_extra=string("", length=100), n_tensors=5)),
-        "tensor #4: body ends before name",
+        _edit(lambda s: s.update(body_extra=string("", length=100), n_tensors=6)),
+        "tensor #5: body ends before name",
     ),
     (
         "invalid_utf8",
@@ -331,7 +350,7 @@ CORRUPTIONS: list[tuple[str, Callable[[bytes], bytes], str]] = [
         "duplicate metadata key 'ints'",
     ),
     ("body_trailing_bytes", _edit(lambda s: s.update(body_extra=b"\0" * 8)), "body has 8 trailing bytes"),
-    ("body_cut_short", _edit(lambda s: s.update(body_cut=8)), "tensor 'shape': body ends before nbytes"),
+    ("body_cut_short", _edit(lambda s: s.update(body_cut=8)), "tensor 'wb': body ends before values_offset"),
     # graph inputs
     ("input_empty_name", _edit(lambda s: s["inputs"][0].update(name="")), "graph input #0 has an empty name"),
     (
@@ -353,8 +372,20 @@ CORRUPTIONS: list[tuple[str, Callable[[bytes], bytes], str]] = [
     # tensors
     ("tensor_empty_name", _set_tensor("b1", name=""), "tensor #1 has an empty name"),
     ("tensor_unknown_dtype", _set_tensor("b1", dtype=9), "tensor 'b1': unknown dtype 9"),
-    ("tensor_rank_0", _set_tensor("b1", dims=[]), "tensor 'b1': rank 0 must be in [1, 8]"),
-    ("tensor_rank_9", _set_tensor("b1", dims=[1] * 9), "tensor 'b1': rank 9 must be in [1, 8]"),
+    ("tensor_rank_0_size", _set_tensor("b1", dims=[]), "tensor 'b1': nbytes 12 != 1 elements x 4 bytes"),
+    ("tensor_rank_9", _set_tensor("b1", dims=[1] * 9), "tensor 'b1': rank 9 must be in [0, 8]"),
+    (
+        "v1_tensor_rank_0",
+        _edit(lambda s: (s.update(version=1), _tensor(s, "b1").update(dims=[]))),
+        "tensor 'b1': rank 0 must be in [1, 8]",
+    ),
+    ("v1_bool_dtype", _edit(lambda s: (s.update(version=1), _tensor(s, "b1").update(dtype=4))), "unknown dtype 4"),
+    ("bool_not_0_or_1", _set_tensor("b1", dtype=4, dims=[12]), "bool element 3 is not 0 or 1"),
+    (
+        "input_dim_name_on_fixed_dim",
+        _edit(lambda s: s["inputs"][0].update(dim_names=["batch", "feat"])),
+        "graph input 'x': dim 1 has a name but a fixed size",
+    ),
     (
         "tensor_dim_too_large",
         _set_tensor("b1", dims=[2**63]),
@@ -371,7 +402,14 @@ CORRUPTIONS: list[tuple[str, Callable[[bytes], bytes], str]] = [
         _set_tensor("w1", dims=[0, 2**32, 2**32]),
         "tensor 'w1': product of dims overflows",
     ),
-    ("unknown_storage", _set_tensor("b1", storage=2), "tensor 'b1': unknown storage 2"),
+    ("unknown_storage", _set_tensor("b1", storage=3), "tensor 'b1': unknown storage 3"),
+    ("v1_bsr_storage", _edit(lambda s: (s.update(version=1), _tensor(s, "b1").update(storage=2))),
+     "tensor 'b1': unknown storage 2"),
+    ("bsr_block_0", _set_tensor("wb", block=[0, 1]), "tensor 'wb': BSR block 0x1 must have dims in [1, 64]"),
+    ("bsr_block_65", _set_tensor("wb", block=[65, 1]), "BSR block 65x1 must have dims in [1, 64]"),
+    ("bsr_ragged", _set_tensor("wb", dims=[3, 4]), "tensor 'wb': BSR matrix 3x4 is not a whole number of 2x1 blocks"),
+    ("bsr_column_out_of_range", _set_tensor("wb", col_idx=[0, 4, 1]), "BSR column index 4 out of range (cols 4)"),
+    ("bsr_values_past_end", _set_tensor("wb", values_offset=4096), "tensor 'wb': values buffer (offset 4096"),
     ("dense_nbytes_mismatch", _set_tensor("b1", nbytes=8), "tensor 'b1': nbytes 8 != 3 elements x 4 bytes"),
     ("dense_nbytes_overflow", _set_tensor("b1", dims=[2**62 + 1], nbytes=4), "tensor 'b1': nbytes 4 !="),
     (
@@ -387,8 +425,8 @@ CORRUPTIONS: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ),
     (
         "csr_values_past_end",
-        _set_tensor("w2", values_offset=512),
-        "tensor 'w2': values buffer (offset 512, 12 bytes) extends past the data section (512 bytes)",
+        _set_tensor("w2", values_offset=1024),
+        "tensor 'w2': values buffer (offset 1024, 12 bytes) extends past the data section (",
     ),
     ("csr_not_float32", _set_tensor("w1", dtype=2), "tensor 'w1': CSR storage requires float32, got int32"),
     ("csr_index_bits_8", _set_tensor("w1", index_bits=8), "tensor 'w1': CSR index_bits 8 must be 16 or 32"),

@@ -315,8 +315,8 @@ def test_inspect_marks_layers_the_exporter_shrunk(
     nodes = {
         n["op"] + ":" + str(n["weight_shape"][:1]): n for n in json.loads(capsys.readouterr().out)["nodes"]
     }
-    assert nodes["Conv2d:[4]"]["shrunk"] == "8->4"
-    assert nodes["Conv2d:[3]"]["shrunk"] == "6->3"
+    assert nodes["Conv:[4]"]["shrunk"] == "8->4"
+    assert nodes["Conv:[3]"]["shrunk"] == "6->3"
     assert nodes["Linear:[4]"]["shrunk"] is None
     assert cli.main(["inspect", path]) == 0
     assert capsys.readouterr().out.count("dense shrunk ") == 2

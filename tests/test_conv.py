@@ -55,18 +55,18 @@ def sparse_weight(rng: np.random.Generator, shape: tuple[int, ...], sparsity: fl
 
 def run_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, stride=(1, 1), pads=(0, 0, 0, 0),
              dilation=(1, 1), groups=1, storage="dense", act="none", residual: np.ndarray | None = None,
-             threads: int = 1) -> np.ndarray:
+             threads: int = 1, **options: Any) -> np.ndarray:
     g = sparsert.GraphBuilder("conv")
     xi = g.input("x", x.shape)
     ins = [xi, g.constant("w", w, storage=storage), g.constant("b", b) if b is not None else None]
     if residual is not None:
         ins.append(g.input("r", residual.shape))
     attrs: dict[str, Any] = {"strides": list(stride), "pads": list(pads), "dilations": list(dilation),
-                             "groups": groups, "activation": act}
+                             "group": groups, "activation": act}
     if act in ACT_PARAMS:
         attrs["activation_params"] = ACT_PARAMS[act]
-    g.output(g.node("Conv2d", ins, attrs), "y")
-    m = g.load(threads=threads)
+    g.output(g.node("Conv", ins, attrs), "y")
+    m = g.load(threads=threads, **options)
     return m.run([x] if residual is None else [x, residual])
 
 
@@ -102,7 +102,7 @@ def random_case(rng: np.random.Generator) -> dict[str, Any]:
                 residual=bool(rng.random() < 0.3), bias=bool(rng.random() < 0.8))
 
 
-def run_case(c: dict[str, Any], seed: int, threads: int = 1) -> None:
+def run_case(c: dict[str, Any], seed: int, threads: int = 1, **options: Any) -> None:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((c["batch"], c["cin"], *c["hw"])).astype(np.float32)
     w = sparse_weight(rng, (c["cout"], c["cin"] // c["groups"], *c["k"]), c["sparsity"])
@@ -112,20 +112,23 @@ def run_case(c: dict[str, Any], seed: int, threads: int = 1) -> None:
     ref0 = torch_conv(x, w, b, **kwargs)
     r = rng.standard_normal(ref0.shape).astype(np.float32) if c["residual"] else None
     ref = torch_conv(x, w, b, residual=r, **kwargs)
-    y = run_conv(x, w, b, storage=c["storage"], residual=r, threads=threads, **kwargs)
+    y = run_conv(x, w, b, storage=c["storage"], residual=r, threads=threads, **kwargs, **options)
     check(y, ref, f"seed {seed} case {c}")
 
 
-def test_conv2d_random_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+def path_options(path: str) -> dict[str, str]:
+    """Load options forcing a sparse conv path; forced paths run the sparse kernels whatever the
+    density (else the per-layer choice decides)."""
+    return {"conv_sparse_path": path, "layer_kernel": "auto" if path == "auto" else "sparse"}
+
+
+def test_conv2d_random_shapes() -> None:
     print(f"seed {SEED}")
     rng = np.random.default_rng(SEED)
     for i in range(60):
         c = random_case(rng)
         path = ["direct", "im2col", "auto"][i % 3]
-        monkeypatch.setenv("SPARSERT_CONV_SPARSE", path)
-        # forced sparse paths run CSR kernels whatever the density (else the per-layer choice decides)
-        monkeypatch.setenv("SPARSERT_CONV_KERNEL", "auto" if path == "auto" else "sparse")
-        run_case(c, SEED * 1000 + i, threads=1 + i % 2)
+        run_case(c, SEED * 1000 + i, threads=1 + i % 2, **path_options(path))
 
 
 EDGE_CASES = [
@@ -157,14 +160,12 @@ EDGE_CASES = [
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99, 1.0])
 @pytest.mark.parametrize(("storage", "path"), [("dense", "auto"), ("csr", "direct"), ("csr", "im2col")])
-def test_conv2d_edge_cases(sparsity: float, storage: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SPARSERT_CONV_SPARSE", path)
-    monkeypatch.setenv("SPARSERT_CONV_KERNEL", "auto" if path == "auto" else "sparse")
+def test_conv2d_edge_cases(sparsity: float, storage: str, path: str) -> None:
     for i, base in enumerate(EDGE_CASES):
         c = dict(dilation=(1, 1), groups=1, act="relu" if i % 2 else "none", residual=i % 3 == 0, bias=True)
         c.update(base)
         c.update(sparsity=sparsity, storage=storage)
-        run_case(c, SEED + i, threads=2)
+        run_case(c, SEED + i, threads=2, **path_options(path))
 
 
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
@@ -207,7 +208,7 @@ def test_conv2d_errors() -> None:
         run_conv(x, w, None)
     with pytest.raises(Exception, match="channels"):
         run_conv(np.zeros((1, 2, 8, 8), np.float32), w, None)
-    with pytest.raises(Exception, match="groups"):
+    with pytest.raises(Exception, match="group"):
         run_conv(np.zeros((1, 6, 8, 8), np.float32), np.ones((5, 3, 1, 1), np.float32), None, groups=2)
     with pytest.raises(Exception, match="pads"):
         run_conv(np.zeros((1, 3, 8, 8), np.float32), w, None, pads=(1, 1))
@@ -218,7 +219,7 @@ def test_conv2d_summary() -> None:
     w = sparse_weight(rng, (16, 8, 3, 3), 0.9)
     g = sparsert.GraphBuilder("conv")
     x = g.input("x", (2, 8, 10, 10))
-    g.output(g.node("Conv2d", [x, g.constant("w", w, storage="csr")], {"pads": [1, 1, 1, 1]}), "y")
+    g.output(g.node("Conv", [x, g.constant("w", w, storage="csr")], {"pads": [1, 1, 1, 1]}), "y")
     m = g.load(threads=1)
     row = m.summary([(2, 8, 10, 10)])[0]
     # stride 1: the auto rule picks the direct sparse kernel whatever the map size
@@ -230,12 +231,12 @@ def test_conv2d_summary() -> None:
 
 
 def conv_model(w: np.ndarray, x_shape: tuple[int, ...], storage: str, stride: int = 1, pad: int = 1,
-               tune: bool = False) -> Any:
+               tune: bool = False, **options: Any) -> Any:
     g = sparsert.GraphBuilder("conv")
     x = g.input("x", (-1, *x_shape[1:]))
     attrs = {"pads": [pad] * 4, "strides": [stride, stride]}
-    g.output(g.node("Conv2d", [x, g.constant("w", w, storage=storage)], attrs), "y")
-    return g.load(threads=1, tune=tune)
+    g.output(g.node("Conv", [x, g.constant("w", w, storage=storage)], attrs), "y")
+    return g.load(threads=1, tune=tune, **options)
 
 
 # (weight shape, input shape, stride, pad, sparse path when sparse wins)
@@ -250,11 +251,8 @@ CHOICE_LAYERS = [
 @pytest.mark.parametrize("layer", CHOICE_LAYERS, ids=["direct", "direct_stride2", "im2col", "pointwise"])
 @pytest.mark.parametrize("storage", ["dense", "csr"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95, 1.0])
-def test_conv2d_per_layer_kernel_choice(layer: tuple[Any, ...], storage: str, sparsity: float,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conv2d_per_layer_kernel_choice(layer: tuple[Any, ...], storage: str, sparsity: float) -> None:
     # the cost model: sparse kernels at density <= 0.3 (conv2d.cc), dense GEMM above, whatever the storage
-    monkeypatch.delenv("SPARSERT_CONV_SPARSE", raising=False)
-    monkeypatch.delenv("SPARSERT_CONV_KERNEL", raising=False)
     w_shape, x_shape, stride, pad, sparse_kernel = layer
     print(f"seed {SEED}")
     rng = np.random.default_rng(SEED)
@@ -285,15 +283,14 @@ def test_conv2d_per_layer_kernel_choice(layer: tuple[Any, ...], storage: str, sp
     assert mt.summary([x_shape])[0]["kernel"] == kernel  # cached per shape
 
 
-def test_conv2d_forced_kernel_family(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conv2d_forced_kernel_family() -> None:
     rng = np.random.default_rng(SEED + 7)
     w = sparse_weight(rng, (24, 8, 3, 3), 0.5)
     x = rng.standard_normal((1, 8, 21, 21)).astype(np.float32)
     ref = torch_conv(x, w, None, pads=(1, 1, 1, 1))
     for family, name in [("sparse", "conv_sparse_direct_f32_"), ("dense", "im2col+gemm_f32_")]:
-        monkeypatch.setenv("SPARSERT_CONV_KERNEL", family)
         for storage in ["dense", "csr"]:
-            m = conv_model(w, x.shape, storage)
+            m = conv_model(w, x.shape, storage, layer_kernel=family)
             check(m.run(x), ref, f"{family} {storage}")
             assert m.summary([x.shape])[0]["kernel"].startswith(name)
 
@@ -326,9 +323,9 @@ def test_conv_transpose2d(storage: str) -> None:
         ref = ACTIVATIONS[act](ref_t).numpy()
         g = sparsert.GraphBuilder("convt")
         xi = g.input("x", x.shape)
-        y = g.node("ConvTranspose2d", [xi, g.constant("w", wt, storage=storage), g.constant("b", b)],
+        y = g.node("ConvTranspose", [xi, g.constant("w", wt, storage=storage), g.constant("b", b)],
                    {"strides": list(stride), "pads": [pads[0], pads[1], pads[0], pads[1]],
-                    "dilations": list(dilation), "groups": groups, "output_padding": list(out_pad),
+                    "dilations": list(dilation), "group": groups, "output_padding": list(out_pad),
                     "activation": act})
         g.output(y, "y")
         out = g.load(threads=1 + i % 2).run([x])
@@ -344,7 +341,7 @@ def test_batchnorm(shape: tuple[int, ...]) -> None:
     var = rng.random(c).astype(np.float32) + 0.1
     g = sparsert.GraphBuilder("bn")
     xi = g.input("x", shape)
-    y = g.node("BatchNorm", [xi, g.constant("s", scale), g.constant("b", bias), g.constant("m", mean),
+    y = g.node("BatchNormalization", [xi, g.constant("s", scale), g.constant("b", bias), g.constant("m", mean),
                              g.constant("v", var)], {"epsilon": 1e-3})
     g.output(y, "y")
     out = g.load(threads=2).run([x])

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import sparsert  # noqa: E402
-from sparsert.export import ExportResult, UnsupportedOpError  # noqa: E402
+from sparsert.exporter import ExportResult, UnsupportedOpError  # noqa: E402
 
 
 class Tiny(nn.Module):

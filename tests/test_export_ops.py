@@ -100,7 +100,7 @@ def test_decoder(seed: int, tmp_path) -> None:
         model.bn.running_var.uniform_(0.5, 2)
     mf = _check(model, torch.randn(2, 8, 5, 6), str(tmp_path / "d.spr"))
     ops = [n.op_type for n in mf.nodes]
-    assert "BatchNorm" not in ops  # folded into the ConvTranspose2d
+    assert "BatchNormalization" not in ops  # folded into the ConvTranspose2d
     resize = [n for n in mf.nodes if n.op_type == "Resize"]
     assert [n.attrs["mode"] for n in resize] == ["nearest", "linear"]
     assert resize[1].attrs["coordinate_transformation_mode"] == "align_corners"
@@ -109,7 +109,7 @@ def test_decoder(seed: int, tmp_path) -> None:
 def test_attention(seed: int, tmp_path) -> None:
     mf = _check(Attention(), torch.randn(2, 7, 16), str(tmp_path / "a.spr"))
     ops = {n.op_type for n in mf.nodes}
-    assert {"LayerNorm", "MatMul", "Transpose", "Softmax", "Split"} <= ops
+    assert {"LayerNormalization", "MatMul", "Transpose", "Softmax", "Split"} <= ops
 
 
 def test_arithmetic_with_scalars_and_constants(seed: int, tmp_path) -> None:
@@ -133,4 +133,4 @@ def test_batchnorm_kept_when_not_foldable(seed: int, tmp_path) -> None:
     with torch.no_grad():
         model.bn.running_var.uniform_(0.5, 2)
     mf = _check(model, torch.randn(1, 3, 6, 6), str(tmp_path / "b.spr"))
-    assert "BatchNorm" in [n.op_type for n in mf.nodes]
+    assert "BatchNormalization" in [n.op_type for n in mf.nodes]

@@ -36,12 +36,12 @@ def residual_block(expose: bool, rng_seed: int) -> tuple[Any, list[np.ndarray]]:
     b1 = rng.standard_normal(8).astype(np.float32)
     g = sparsert.GraphBuilder("block")
     x = g.input("x", (2, 8, 9, 9))
-    h = g.node("Conv2d", [x, g.constant("w1", w1, storage="csr"), g.constant("b1", b1)],
+    h = g.node("Conv", [x, g.constant("w1", w1, storage="csr"), g.constant("b1", b1)],
                {"pads": [1, 1, 1, 1]}, name="conv1")
-    h = g.node("ReLU", [h], name="relu1")
-    c2 = g.node("Conv2d", [h, g.constant("w2", w2, storage="dense")], {"pads": [1, 1, 1, 1]}, name="conv2")
+    h = g.node("Relu", [h], name="relu1")
+    c2 = g.node("Conv", [h, g.constant("w2", w2, storage="dense")], {"pads": [1, 1, 1, 1]}, name="conv2")
     s = g.node("Add", [x, c2], name="add")
-    y = g.node("ReLU", [s], name="relu2")
+    y = g.node("Relu", [s], name="relu2")
     g.output(y, "y")
     if expose:
         g.output(c2)
@@ -73,8 +73,8 @@ def test_residual_produced_after_the_conv() -> None:
     wa, wb = conv_w(rng, 6, 4, 1), conv_w(rng, 6, 4, 3)
     g = sparsert.GraphBuilder("two")
     x = g.input("x", (1, 4, 7, 5))
-    a = g.node("Conv2d", [x, g.constant("wa", wa)], name="convA")
-    b = g.node("Conv2d", [x, g.constant("wb", wb)], {"pads": [1, 1, 1, 1]}, name="convB")
+    a = g.node("Conv", [x, g.constant("wa", wa)], name="convA")
+    b = g.node("Conv", [x, g.constant("wb", wb)], {"pads": [1, 1, 1, 1]}, name="convB")
     g.output(g.node("Sigmoid", [g.node("Add", [a, b])]), "y")
     m = g.load(threads=1)
     xv = rng.standard_normal((1, 4, 7, 5)).astype(np.float32)
@@ -91,14 +91,14 @@ def test_broadcast_residual_is_kept() -> None:
     g = sparsert.GraphBuilder("gc")
     x = g.input("x", (2, 5, 6, 4))
     p = g.node("GlobalAveragePool", [x])
-    c = g.node("Conv2d", [p, g.constant("w", w)])
-    g.output(g.node("ReLU", [g.node("Add", [x, c])]), "y")
+    c = g.node("Conv", [p, g.constant("w", w)])
+    g.output(g.node("Relu", [g.node("Add", [x, c])]), "y")
     m = g.load(threads=1)
     xv = rng.standard_normal((2, 5, 6, 4)).astype(np.float32)
     t = torch.from_numpy(xv)
     ref = F.relu(t + F.conv2d(t.mean(dim=(2, 3), keepdim=True), torch.from_numpy(w)))
     close(m.run(xv), ref.numpy())
-    assert [r["op"] for r in m.summary([(2, 5, 6, 4)])] == ["GlobalAveragePool", "Conv2d"]
+    assert [r["op"] for r in m.summary([(2, 5, 6, 4)])] == ["GlobalAveragePool", "Conv"]
 
 
 def test_linear_activation_params_and_no_fusion_cases() -> None:
@@ -106,9 +106,9 @@ def test_linear_activation_params_and_no_fusion_cases() -> None:
     w = rng.standard_normal((7, 6)).astype(np.float32)
     cases: list[tuple[str, dict[str, Any], Any]] = [
         ("Clip", {"min": -0.3, "max": 0.4}, lambda t: torch.clamp(t, -0.3, 0.4)),
-        ("LeakyReLU", {"alpha": 0.2}, lambda t: F.leaky_relu(t, 0.2)),
+        ("LeakyRelu", {"alpha": 0.2}, lambda t: F.leaky_relu(t, 0.2)),
         ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}, F.hardsigmoid),
-        ("GELU", {"approximate": "tanh"}, lambda t: F.gelu(t, approximate="tanh")),
+        ("Gelu", {"approximate": "tanh"}, lambda t: F.gelu(t, approximate="tanh")),
         ("HardSwish", {}, F.hardswish),
     ]
     xv = rng.standard_normal((3, 6)).astype(np.float32)
@@ -123,7 +123,7 @@ def test_linear_activation_params_and_no_fusion_cases() -> None:
     g = sparsert.GraphBuilder("two_readers")
     x = g.input("x", (3, 6))
     h = g.node("Linear", [x, g.constant("w", w)])
-    g.output(g.node("Add", [g.node("ReLU", [h]), h]), "y")
+    g.output(g.node("Add", [g.node("Relu", [h]), h]), "y")
     m = g.load(threads=1)
     ht = torch.from_numpy(xv) @ torch.from_numpy(w).T
     close(m.run(xv), (F.relu(ht) + ht).numpy())

@@ -62,11 +62,11 @@ def _cnn_bytes() -> bytes:
     k = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
     k[rng.random(k.shape) < 0.5] = 0.0
     h = b.node(
-        "Conv2d",
+        "Conv",
         [x, b.constant("k", k, storage="csr"), b.constant("kb", rng.standard_normal(3))],
         {"pads": [1, 1, 1, 1]},
     )
-    h = b.node("MaxPool2d", [h], {"kernel": [2, 2]})
+    h = b.node("MaxPool", [h], {"kernel_shape": [2, 2]})
     h = b.node("Flatten", [h], {"axis": 1})
     b.output(b.node("Linear", [h, b.constant("fc", rng.standard_normal((2, 27)))]), "y")
     return b.to_bytes()
@@ -459,7 +459,7 @@ def test_nan_and_inf_propagate_as_ieee_arithmetic_says() -> None:
     # element-wise ops and softmax: NaN stays NaN, Inf saturates, no crash
     b = sparsert.GraphBuilder("act")
     xi = b.input("x", (-1, 4))
-    r = b.node("ReLU", [xi])
+    r = b.node("Relu", [xi])
     s = b.node("Sigmoid", [xi])
     sm = b.node("Softmax", [xi], {"axis": -1})
     for t in (r, s, sm):

@@ -141,7 +141,7 @@ def test_add_broadcast_flatten_reshape(rng):
     x = g.input("x", (-1, 3, 4, 5))
     c = rng.standard_normal((3, 1, 5)).astype(np.float32)
     a = g.node("Add", [x, g.constant("c", c)])
-    r = g.node("ReLU", [a])
+    r = g.node("Relu", [a])
     f = g.node("Flatten", [r], {"axis": 1})
     s = g.node("Reshape", [f], {"shape": [0, 6, -1]})
     g.output(s)
@@ -225,7 +225,7 @@ def test_unsupported_ops_listed_together():
         outputs=["c"],
         nodes=[
             spr.Node("Frobnicate", ["x"], ["a"], {}, "first"),
-            spr.Node("ReLU", ["a"], ["b"], {}, "ok"),
+            spr.Node("Relu", ["a"], ["b"], {}, "ok"),
             spr.Node("Warp", ["b"], ["c"], {}, "second"),
         ],
         tensors=[],

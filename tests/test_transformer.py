@@ -18,10 +18,8 @@ erf too, which no op exposes alone).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +29,7 @@ import pytest
 import scipy.special
 import torch
 import torch.nn.functional as F
-from conftest import child_cwd, child_env, random_sparse
+from conftest import random_sparse
 
 import sparsert
 
@@ -92,10 +90,10 @@ def _encoder_model(
     ctx = b.node("Transpose", [b.node("MatMul", [p, v])], {"perm": [0, 2, 1, 3]})
     ctx = b.node("Reshape", [ctx], {"shape": [0, 0, hidden]})
     h = b.node("Add", [x, linear(ctx, "o")])
-    h = b.node("LayerNorm", [h, const("ln1.g"), const("ln1.b")], {"axis": -1, "epsilon": 1e-12})
+    h = b.node("LayerNormalization", [h, const("ln1.g"), const("ln1.b")], {"axis": -1, "epsilon": 1e-12})
     f = linear(linear(h, "f1", gelu), "f2")
     y = b.node("Add", [h, f])
-    y = b.node("LayerNorm", [y, const("ln2.g"), const("ln2.b")], {"axis": -1, "epsilon": 1e-12})
+    y = b.node("LayerNormalization", [y, const("ln2.g"), const("ln2.b")], {"axis": -1, "epsilon": 1e-12})
     b.output(y, "y")
     return b.load(threads=threads)
 
@@ -150,32 +148,10 @@ def test_encoder_layer_matches_torch(rng: np.random.Generator, storage: str, gel
 ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "tanh": ("Tanh", {}),
     "sigmoid": ("Sigmoid", {}),
-    "silu": ("SiLU", {}),
-    "gelu": ("GELU", {}),
-    "gelu_tanh": ("GELU", {"approximate": "tanh"}),
+    "silu": ("Silu", {}),
+    "gelu": ("Gelu", {}),
+    "gelu_tanh": ("Gelu", {"approximate": "tanh"}),
 }
-
-# Run in a child process: SPARSERT_ISA is read once per process.
-_CHILD = r"""
-import json, sys
-import numpy as np
-import sparsert
-x = np.load(sys.argv[1])
-cases = json.loads(sys.argv[2])
-out = {}
-for key, (op, attrs) in cases.items():
-    b = sparsert.GraphBuilder(key)
-    y = b.node(op, [b.input("x", x.shape)], attrs)
-    b.output(y)
-    m = b.load(threads=1)
-    out[key] = m.run(x)
-# which eltwise kernels this process chose (the Softmax row kernel is named by ISA)
-b = sparsert.GraphBuilder("softmax")
-b.output(b.node("Softmax", [b.input("x", (1, 8))], {"axis": -1}))
-out["kernel"] = np.array(str(b.load(threads=1).summary()))
-np.savez(sys.argv[3], **out)
-"""
-
 
 def _wide_inputs(rng: np.random.Generator) -> np.ndarray:
     f32 = np.finfo(np.float32)
@@ -249,39 +225,20 @@ def _reference(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ref, rtol
 
 
-def _supported_isas() -> list[str]:
-    features = sparsert.cpu_features()
-    isas = ["scalar"]
-    if "avx2" in features or "avx512" in features:
-        isas.append("avx2")
-    if "avx512" in features:
-        isas.append("avx512")
-    return isas
-
-
-@pytest.mark.parametrize("isa", _supported_isas())
-def test_activations_match_scipy(rng: np.random.Generator, tmp_path: Any, isa: str) -> None:
+@pytest.mark.parametrize("isa", sparsert.supported_isas())
+def test_activations_match_scipy(rng: np.random.Generator, isa: str) -> None:
+    """Every compiled kernel set, in this one process: the ISA is a load option."""
     x = _wide_inputs(rng)
-    np.save(tmp_path / "x.npy", x)
-    env = child_env()
-    env["SPARSERT_ISA"] = isa
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _CHILD,
-            str(tmp_path / "x.npy"),
-            json.dumps(ACTIVATIONS),
-            str(tmp_path / "y.npz"),
-        ],
-        env=env,
-        cwd=child_cwd(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    got_all = np.load(tmp_path / "y.npz")
+    got_all = {}
+    for key, (op, attrs) in ACTIVATIONS.items():
+        b = sparsert.GraphBuilder(key)
+        b.output(b.node(op, [b.input("x", x.shape)], attrs))
+        m = b.load(threads=1, isa=isa)
+        assert m.isa == isa
+        got_all[key] = m.run(x)
+    b = sparsert.GraphBuilder("softmax")
+    b.output(b.node("Softmax", [b.input("x", (1, 8))], {"axis": -1}))
+    got_all["kernel"] = str(b.load(threads=1, isa=isa).summary())
     expected_kernel = "softmax_f32_" + ("ref" if isa == "scalar" else isa)
     for name in ACTIVATIONS:
         got = got_all[name]
@@ -298,7 +255,7 @@ def test_activations_match_scipy(rng: np.random.Generator, tmp_path: Any, isa: s
             f"{isa} {name}: {bad.sum()} elements off, e.g. x={x[ok][bad][:4]} got={got[ok][bad][:4]} "
             f"ref={ref32[ok][bad][:4]}"
         )
-    assert expected_kernel in str(got_all["kernel"]), str(got_all["kernel"])
+    assert expected_kernel in got_all["kernel"], got_all["kernel"]
 
 
 # --- edge shapes ----------------------------------------------------------------
@@ -352,7 +309,7 @@ def test_layernorm_edge_sizes(rng: np.random.Generator, n: int, affine: bool) ->
     g = (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     consts = [g, bias] if affine else []
-    got = _single("LayerNorm", x.shape, {"axis": -1, "epsilon": 1e-5}, consts).run(x)
+    got = _single("LayerNormalization", x.shape, {"axis": -1, "epsilon": 1e-5}, consts).run(x)
     t = torch.from_numpy(x.astype(np.float64))
     ref = F.layer_norm(
         t,

@@ -1,13 +1,13 @@
 // The .spr reader. Every check of docs/spr-format.md happens here, before a
-// ModelFile is returned; sparsert/format.py makes the same checks in the same
-// order with the same messages (tests/spr_corruptions.py holds the shared
-// table of broken files).
+// ModelFile is returned; it is the only validating reader (sparsert/format.py
+// reads through it; tests/spr_corruptions.py holds the table of broken files).
 //
 // Reading discipline: the body is parsed through BodyReader, which refuses to
 // read past body_size; every count is bounded by the bytes left divided by the
 // smallest encoding of one item *before* anything is reserved; every size sum
-// is done with overflow checks. Tensor buffers are never copied: TensorInfo
-// points into the mapped (or copied, 64-byte aligned) file bytes.
+// is done with overflow checks. Tensor buffers are never copied again:
+// TensorInfo points into the file bytes (read into 64-byte aligned private
+// memory by default, or mapped with use_mmap).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -43,6 +43,7 @@ constexpr uint64_t kMinNodeBytes = 4 + 4 + 4 + 4 + 4;       // name, op, 3 count
 constexpr uint64_t kMinStringBytes = 4;
 constexpr uint64_t kMinAttrBytes = 4 + kMinValueBytes;
 constexpr uint64_t kMinTensorBytes = 4 + 4 + 4 + 4 + 16;  // name dtype rank storage + dense
+constexpr uint64_t kMaxFileBytes = uint64_t{1} << 46;       // 64 TiB: sizes below never overflow
 constexpr uint64_t kMaxU32 = 0xFFFFFFFFull;
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::kFormat, message); }
@@ -217,9 +218,10 @@ Value read_value(BodyReader& r, const std::string& where) {
   return v;
 }
 
-DType read_dtype(BodyReader& r, const std::string& where) {
+DType read_dtype(BodyReader& r, const std::string& where, uint32_t version) {
   const uint32_t d = r.u32(where, "dtype");
-  if (d < 1 || d > 3) fail(at(where, "unknown dtype " + std::to_string(d)));
+  const uint32_t last = version >= 2 ? 4 : 3;  // bool is new in version 2
+  if (d < 1 || d > last) fail(at(where, "unknown dtype " + std::to_string(d)));
   return static_cast<DType>(d);
 }
 
@@ -245,6 +247,10 @@ class Parser {
     }
     check_data_padding();
     check_names(m);
+    if (m.version == 1) {
+      for (Node& node : m.nodes) upgrade_v1_node(&node);
+    }
+    m.index_tensors();
     return m;
   }
 
@@ -253,11 +259,20 @@ class Parser {
     if (file_size_ < kHeaderSize) {
       fail("file too small: " + std::to_string(file_size_) + " bytes, the header alone is 48");
     }
-    if (std::memcmp(file_, kMagic, 4) != 0) fail("bad magic: not a .spr file (expected \"SPRT\")");
-    m.version = load_u32(file_ + 4);
-    if (m.version != kVersion) {
-      fail("unsupported version " + std::to_string(m.version) + " (this reader knows version 1)");
+    if (std::memcmp(file_, kMagic, 4) != 0) {
+      if (file_size_ >= 2 && file_[0] == 0x08 && file_[1] < 0x20) {
+        fail("bad magic: this looks like an ONNX model, not a .spr file; convert it first with "
+             "`sparsert convert model.onnx -o model.spr` (or sparsert.convert)");
+      }
+      fail("bad magic: not a .spr file (expected \"SPRT\")");
     }
+    m.version = load_u32(file_ + 4);
+    if (m.version < kOldestVersion || m.version > kVersion) {
+      fail("unsupported version " + std::to_string(m.version) + " (this reader knows versions " +
+           std::to_string(kOldestVersion) + " to " + std::to_string(kVersion) +
+           "; a newer sparsert wrote this file)");
+    }
+    version_ = m.version;
     alignment_ = load_u32(file_ + 8);
     if (alignment_ < 8 || alignment_ > 65536 || (alignment_ & (alignment_ - 1)) != 0) {
       fail("header alignment " + std::to_string(alignment_) +
@@ -269,6 +284,12 @@ class Parser {
     body_size_ = load_u64(file_ + 16);
     data_offset_ = load_u64(file_ + 24);
     data_size_ = load_u64(file_ + 32);
+    if (data_offset_ <= kMaxFileBytes && data_size_ <= kMaxFileBytes &&
+        data_offset_ + data_size_ > file_size_) {
+      fail("file is truncated: the header says it holds " + std::to_string(data_offset_ + data_size_) +
+           " bytes but it has " + std::to_string(file_size_) +
+           " (an incomplete download or copy?); get the whole file again");
+    }
     if (data_offset_ > file_size_ || data_size_ != file_size_ - data_offset_) {
       fail("header data_offset " + std::to_string(data_offset_) + " + data_size " +
            std::to_string(data_size_) + " != file size " + std::to_string(file_size_));
@@ -286,6 +307,10 @@ class Parser {
         fail("nonzero padding byte at offset " + std::to_string(i) + " between body and data");
       }
     }
+#if defined(FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION)
+    // Fuzzing: mutated files must reach the structural checks, not die at the CRC.
+    return;
+#endif
     const uint32_t body_crc = load_u32(file_ + 40);
     const uint32_t body_actual = crc32(file_ + kHeaderSize, body_size_);
     if (body_crc != body_actual) {
@@ -329,7 +354,7 @@ class Parser {
       in.name = r.str(label, "name");
       if (in.name.empty()) fail(label + " has an empty name");
       const std::string where = "graph input " + quote(in.name);
-      in.dtype = read_dtype(r, where);
+      in.dtype = read_dtype(r, where, version_);
       const uint32_t rank = r.u32(where, "rank");
       if (rank > kMaxRank) fail(at(where, "rank " + std::to_string(rank) + " exceeds 8"));
       for (uint32_t j = 0; j < rank; ++j) {
@@ -339,6 +364,15 @@ class Parser {
                              " (must be >= 1, or -1 for a size given at run time)"));
         }
         in.dims.push_back(d);
+      }
+      in.dim_names.assign(rank, std::string());
+      if (version_ >= 2) {
+        for (uint32_t j = 0; j < rank; ++j) {
+          in.dim_names[j] = r.str(where, "dim name");
+          if (!in.dim_names[j].empty() && in.dims[j] != -1) {
+            fail(at(where, "dim " + std::to_string(j) + " has a name but a fixed size"));
+          }
+        }
       }
       m.inputs.push_back(std::move(in));
     }
@@ -412,10 +446,12 @@ class Parser {
       t.name = r.str(label, "name");
       if (t.name.empty()) fail(label + " has an empty name");
       const std::string where = "tensor " + quote(t.name);
-      t.dtype = read_dtype(r, where);
+      t.dtype = read_dtype(r, where, version_);
       const uint32_t rank = r.u32(where, "rank");
-      if (rank < 1 || rank > kMaxRank) {
-        fail(at(where, "rank " + std::to_string(rank) + " must be in [1, 8]"));
+      const uint32_t min_rank = version_ >= 2 ? 0 : 1;  // scalars are new in version 2
+      if (rank < min_rank || rank > kMaxRank) {
+        fail(at(where, "rank " + std::to_string(rank) + " must be in [" + std::to_string(min_rank) +
+                           ", 8]"));
       }
       uint64_t elements = 1;
       bool overflow = false;
@@ -443,9 +479,18 @@ class Parser {
                              " elements x " + std::to_string(esize) + " bytes"));
         }
         t.data = buffer(where, "data", offset, t.nbytes);
+        if (t.dtype == DType::kBool) {
+          const auto* b = static_cast<const uint8_t*>(t.data);
+          for (uint64_t k = 0; k < t.nbytes; ++k) {
+            if (b[k] > 1) fail(at(where, "bool element " + std::to_string(k) + " is not 0 or 1"));
+          }
+        }
       } else if (storage == static_cast<uint32_t>(Storage::kCsr)) {
         t.storage = Storage::kCsr;
-        parse_csr(r, where, t);
+        parse_csr(r, where, t, false);
+      } else if (storage == static_cast<uint32_t>(Storage::kBsr) && version_ >= 2) {
+        t.storage = Storage::kBsr;
+        parse_csr(r, where, t, true);
       } else {
         fail(at(where, "unknown storage " + std::to_string(storage)));
       }
@@ -453,20 +498,36 @@ class Parser {
     }
   }
 
-  void parse_csr(BodyReader& r, const std::string& where, TensorInfo& t) {
+  // CSR (blocked = false) or BSR (blocked = true; the block fields follow
+  // index_bits). The checks are the same over block rows and block columns.
+  void parse_csr(BodyReader& r, const std::string& where, TensorInfo& t, bool blocked) {
+    const char* kind = blocked ? "BSR" : "CSR";
     t.nnz = r.u64(where, "nnz");
     t.index_bits = r.u32(where, "index_bits");
+    if (blocked) {
+      t.block_rows = r.u32(where, "block_rows");
+      t.block_cols = r.u32(where, "block_cols");
+    }
     const uint64_t row_ptr_offset = r.u64(where, "row_ptr_offset");
     const uint64_t col_idx_offset = r.u64(where, "col_idx_offset");
     const uint64_t values_offset = r.u64(where, "values_offset");
     if (t.dtype != DType::kFloat32) {
-      fail(at(where, std::string("CSR storage requires float32, got ") + dtype_name(t.dtype)));
+      fail(at(where, std::string(kind) + " storage requires float32, got " + dtype_name(t.dtype)));
     }
+    if (t.dims.empty()) fail(at(where, std::string(kind) + " storage requires rank >= 1"));
     if (t.index_bits != 16 && t.index_bits != 32) {
-      fail(at(where, "CSR index_bits " + std::to_string(t.index_bits) + " must be 16 or 32"));
+      fail(at(where, std::string(kind) + " index_bits " + std::to_string(t.index_bits) +
+                         " must be 16 or 32"));
+    }
+    if (blocked && (t.block_rows < 1 || t.block_rows > kMaxBlockDim || t.block_cols < 1 ||
+                    t.block_cols > kMaxBlockDim)) {
+      fail(at(where, "BSR block " + std::to_string(t.block_rows) + "x" +
+                         std::to_string(t.block_cols) + " must have dims in [1, " +
+                         std::to_string(kMaxBlockDim) + "]"));
     }
     if (t.nnz > kMaxU32) {
-      fail(at(where, "CSR nnz " + std::to_string(t.nnz) + " does not fit in 32 bits"));
+      fail(at(where, std::string(kind) + " nnz " + std::to_string(t.nnz) +
+                         " does not fit in 32 bits"));
     }
     const uint64_t rows = static_cast<uint64_t>(t.dims[0]);
     uint64_t cols = 1;  // product of dims[1:]; checked apart, as dims[0] may be 0
@@ -478,11 +539,23 @@ class Parser {
     }
     t.rows = static_cast<int64_t>(rows);
     t.cols = static_cast<int64_t>(cols);
-    if (rows >= kMaxU32) fail(at(where, "CSR rows " + std::to_string(rows) + " too large"));
-    const auto* row_ptr =
-        reinterpret_cast<const uint32_t*>(buffer(where, "row_ptr", row_ptr_offset, (rows + 1) * 4));
+    if (rows % t.block_rows != 0 || cols % t.block_cols != 0) {
+      fail(at(where, "BSR matrix " + std::to_string(rows) + "x" + std::to_string(cols) +
+                         " is not a whole number of " + std::to_string(t.block_rows) + "x" +
+                         std::to_string(t.block_cols) + " blocks"));
+    }
+    const uint64_t brows = rows / t.block_rows;  // block rows and columns (= rows, cols for CSR)
+    const uint64_t bcols = cols / t.block_cols;
+    if (brows >= kMaxU32) {
+      fail(at(where, std::string(kind) + " rows " + std::to_string(rows) + " too large"));
+    }
+    const uint64_t block = static_cast<uint64_t>(t.block_rows) * t.block_cols;
+    uint64_t value_bytes = 0;
+    if (mul_overflows(t.nnz, block * 4, &value_bytes)) fail(at(where, "values size overflows"));
+    const auto* row_ptr = reinterpret_cast<const uint32_t*>(
+        buffer(where, "row_ptr", row_ptr_offset, (brows + 1) * 4));
     const uint8_t* col_idx = buffer(where, "col_idx", col_idx_offset, t.nnz * (t.index_bits / 8));
-    t.values = reinterpret_cast<const float*>(buffer(where, "values", values_offset, t.nnz * 4));
+    t.values = reinterpret_cast<const float*>(buffer(where, "values", values_offset, value_bytes));
     t.row_ptr = row_ptr;
     if (t.index_bits == 16) {
       t.col_idx16 = reinterpret_cast<const uint16_t*>(col_idx);
@@ -490,29 +563,31 @@ class Parser {
       t.col_idx32 = reinterpret_cast<const uint32_t*>(col_idx);
     }
     if (row_ptr[0] != 0) {
-      fail(at(where, "CSR row_ptr[0] is " + std::to_string(row_ptr[0]) + ", must be 0"));
+      fail(at(where, std::string(kind) + " row_ptr[0] is " + std::to_string(row_ptr[0]) +
+                         ", must be 0"));
     }
-    for (uint64_t row = 0; row < rows; ++row) {
+    for (uint64_t row = 0; row < brows; ++row) {
       if (row_ptr[row + 1] < row_ptr[row]) {
-        fail(at(where, "CSR row_ptr decreases at row " + std::to_string(row) + " (" +
-                           std::to_string(row_ptr[row]) + " then " +
+        fail(at(where, std::string(kind) + " row_ptr decreases at row " + std::to_string(row) +
+                           " (" + std::to_string(row_ptr[row]) + " then " +
                            std::to_string(row_ptr[row + 1]) + ")"));
       }
     }
-    if (row_ptr[rows] != t.nnz) {
-      fail(at(where, "CSR row_ptr[rows] is " + std::to_string(row_ptr[rows]) + ", must equal nnz " +
-                         std::to_string(t.nnz)));
+    if (row_ptr[brows] != t.nnz) {
+      fail(at(where, std::string(kind) + " row_ptr[rows] is " + std::to_string(row_ptr[brows]) +
+                         ", must equal nnz " + std::to_string(t.nnz)));
     }
-    for (uint64_t row = 0; row < rows; ++row) {
+    for (uint64_t row = 0; row < brows; ++row) {
       uint64_t previous = 0;
       for (uint64_t k = row_ptr[row]; k < row_ptr[row + 1]; ++k) {
         const uint64_t c = t.index_bits == 16 ? t.col_idx16[k] : t.col_idx32[k];
-        if (c >= cols) {
-          fail(at(where, "CSR column index " + std::to_string(c) + " out of range (cols " +
-                             std::to_string(cols) + ") in row " + std::to_string(row)));
+        if (c >= bcols) {
+          fail(at(where, std::string(kind) + " column index " + std::to_string(c) +
+                             " out of range (cols " + std::to_string(bcols) + ") in row " +
+                             std::to_string(row)));
         }
         if (k > row_ptr[row] && c <= previous) {
-          fail(at(where, "CSR column indices not strictly increasing in row " +
+          fail(at(where, std::string(kind) + " column indices not strictly increasing in row " +
                              std::to_string(row) + " (" + std::to_string(c) + " after " +
                              std::to_string(previous) + ")"));
         }
@@ -591,6 +666,7 @@ class Parser {
   const uint8_t* file_;
   uint64_t file_size_;
   bool verify_data_;
+  uint32_t version_ = 0;
   uint32_t alignment_ = 0;
   uint64_t body_size_ = 0;
   uint64_t data_offset_ = 0;
@@ -602,30 +678,27 @@ std::string io_message(const std::string& what, const std::string& path, int err
   return "cannot " + what + " '" + path + "': " + std::strerror(err);
 }
 
-}  // namespace
-
-ModelFile read_buffer(const void* data, size_t size, bool verify_data_checksum) {
-  if (data == nullptr && size != 0) {
-    throw Error(ErrorCode::kInvalidArgument, "read_buffer: null data with nonzero size");
-  }
-  // 64-byte aligned copy, so tensor buffers (aligned within the file) are
-  // aligned in memory too.
+std::shared_ptr<const void> aligned_copy(const void* data, size_t size) {
+  // Aligned to the largest alignment a file may use, so tensor buffers
+  // (aligned within the file) are aligned in memory too.
+  constexpr size_t kBufferAlign = 65536;
   const size_t capacity = std::max<size_t>(size, 1);
-  void* copy = ::operator new(capacity, std::align_val_t(64), std::nothrow);
+  void* copy = ::operator new(capacity, std::align_val_t(kBufferAlign), std::nothrow);
   if (copy == nullptr) {
     throw Error(ErrorCode::kResource,
-                "cannot allocate " + std::to_string(size) + " bytes to copy the model");
+                "cannot allocate " + std::to_string(size) + " bytes to read the model");
   }
-  std::shared_ptr<const void> owner(
-      copy, [](const void* p) { ::operator delete(const_cast<void*>(p), std::align_val_t(64)); });
-  if (size != 0) std::memcpy(copy, data, size);
-  ModelFile m = Parser(static_cast<const uint8_t*>(copy), size, verify_data_checksum).parse();
-  m.owner = std::move(owner);
-  return m;
+  std::shared_ptr<const void> owner(copy, [](const void* p) {
+    ::operator delete(const_cast<void*>(p), std::align_val_t(kBufferAlign));
+  });
+  if (size != 0 && data != nullptr) std::memcpy(copy, data, size);
+  return owner;
 }
 
-ModelFile read_file(const std::string& path, bool verify_data_checksum) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+// Opens a regular file for reading without blocking: a FIFO or device opened
+// plainly would wait for a writer forever.
+int open_regular(const std::string& path, size_t* size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(ErrorCode::kIO, io_message("open", path, errno));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -635,28 +708,129 @@ ModelFile read_file(const std::string& path, bool verify_data_checksum) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(ErrorCode::kIO, "cannot read '" + path + "': not a regular file");
+    throw Error(ErrorCode::kIO, "cannot read '" + path +
+                                    "': not a regular file (a FIFO, device or socket); give the "
+                                    "path of a .spr file");
   }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size < kHeaderSize) {
-    ::close(fd);
-    fail("'" + path + "': file too small: " + std::to_string(size) +
-         " bytes, the header alone is 48");
-  }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);  // the mapping stays valid without the descriptor
-  if (map == MAP_FAILED) throw Error(ErrorCode::kIO, io_message("mmap", path, map_err));
-  std::shared_ptr<const void> owner(
-      map, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  *size = static_cast<size_t>(st.st_size);
+  return fd;
+}
+
+ModelFile parse_owned(std::shared_ptr<const void> owner, size_t size, bool verify,
+                      const std::string& path) {
   ModelFile m;
   try {
-    m = Parser(static_cast<const uint8_t*>(map), size, verify_data_checksum).parse();
+    m = Parser(static_cast<const uint8_t*>(owner.get()), size, verify).parse();
   } catch (const Error& e) {
+    if (path.empty()) throw;
     throw Error(e.code(), "'" + path + "': " + e.what());
   }
   m.owner = std::move(owner);
   return m;
+}
+
+}  // namespace
+
+}  // namespace format
+
+namespace spr {
+
+ModelFile read_spr_buffer(const void* data, size_t size, bool verify_data_checksum) {
+  if (data == nullptr && size != 0) {
+    throw Error(ErrorCode::kInvalidArgument, "read_buffer: null data with nonzero size");
+  }
+  return format::parse_owned(format::aligned_copy(data, size), size, verify_data_checksum, "");
+}
+
+ModelFile read_spr_file(const std::string& path, bool verify_data_checksum, bool use_mmap) {
+  size_t size = 0;
+  const int fd = format::open_regular(path, &size);
+  if (size < format::kHeaderSize) {
+    ::close(fd);
+    throw Error(ErrorCode::kFormat, "'" + path + "': file too small: " + std::to_string(size) +
+                                        " bytes, the header alone is 48 (an empty or incomplete file)");
+  }
+  std::shared_ptr<const void> owner;
+  if (use_mmap) {
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int map_err = errno;
+    ::close(fd);  // the mapping stays valid without the descriptor
+    if (map == MAP_FAILED) throw Error(ErrorCode::kIO, format::io_message("mmap", path, map_err));
+    owner = std::shared_ptr<const void>(
+        map, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
+  } else {
+    std::shared_ptr<const void> buffer;
+    try {
+      buffer = format::aligned_copy(nullptr, size);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    auto* dst = static_cast<uint8_t*>(const_cast<void*>(buffer.get()));
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t got = ::read(fd, dst + done, size - done);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        const int err = got < 0 ? errno : 0;
+        ::close(fd);
+        if (got == 0) {
+          throw Error(ErrorCode::kFormat, "'" + path + "': the file shrank while it was read (" +
+                                              std::to_string(done) + " of " +
+                                              std::to_string(size) + " bytes); try again");
+        }
+        throw Error(ErrorCode::kIO, format::io_message("read", path, err));
+      }
+      done += static_cast<size_t>(got);
+    }
+    ::close(fd);
+    owner = std::move(buffer);
+  }
+  return format::parse_owned(std::move(owner), size, verify_data_checksum, path);
+}
+
+}  // namespace spr
+
+namespace format {
+
+void upgrade_v1_node(Node* node) {
+  struct Rename {
+    const char* v1;
+    const char* v2;
+  };
+  // Version 1 used PyTorch spellings for some ops; version 2 uses ONNX's.
+  static const Rename kOps[] = {
+      {"Conv2d", "Conv"},          {"ConvTranspose2d", "ConvTranspose"},
+      {"BatchNorm", "BatchNormalization"}, {"ReLU", "Relu"},
+      {"LeakyReLU", "LeakyRelu"}, {"SiLU", "Silu"},
+      {"GELU", "Gelu"},            {"MaxPool2d", "MaxPool"},
+      {"AvgPool2d", "AveragePool"}, {"LayerNorm", "LayerNormalization"},
+  };
+  auto rename_attr = [node](const char* from, const char* to) {
+    for (auto& kv : node->attrs) {
+      if (kv.first == from) kv.first = to;
+    }
+  };
+  if (node->op_type == "ReLU6") {  // ReLU6 is Clip(0, 6)
+    node->op_type = "Clip";
+    Value lo, hi;
+    lo.type = hi.type = ValueType::kFloat;
+    lo.f = 0.0;
+    hi.f = 6.0;
+    node->attrs.clear();
+    node->attrs.emplace_back("min", lo);
+    node->attrs.emplace_back("max", hi);
+    return;
+  }
+  for (const Rename& r : kOps) {
+    if (node->op_type != r.v1) continue;
+    node->op_type = r.v2;
+    if (node->op_type == "Conv" || node->op_type == "ConvTranspose") rename_attr("groups", "group");
+    if (node->op_type == "MaxPool" || node->op_type == "AveragePool") rename_attr("kernel", "kernel_shape");
+    return;
+  }
 }
 
 }  // namespace format

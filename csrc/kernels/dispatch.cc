@@ -8,8 +8,6 @@
 // be the copy the linker keeps, and would then run AVX-512 code on a CPU
 // without it. That is why the gemm kernels take raw pointers and the wrappers
 // that unpack PackedGemmWeights live here, in generic code.
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -121,33 +119,11 @@ bool compiled(Isa isa) {
   return false;
 }
 
-// True if kernels for `isa` may be used when the choice is capped at `cap`.
-// AVX-512 includes AVX2; NEON is its own line above scalar.
-bool within(Isa isa, Isa cap) {
-  return isa == Isa::kScalar || isa == cap || (isa == Isa::kAvx2 && cap == Isa::kAvx512);
-}
-
 Isa detect_best() {
   Isa best = Isa::kScalar;
   if (isa_supported(Isa::kNeon)) best = Isa::kNeon;
   if (isa_supported(Isa::kAvx2)) best = Isa::kAvx2;
   if (isa_supported(Isa::kAvx512)) best = Isa::kAvx512;
-  const char* env = std::getenv("SPARSERT_ISA");
-  if (env == nullptr || env[0] == '\0') return best;
-  const Isa all[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon};
-  for (Isa cap : all) {
-    if (std::strcmp(env, isa_name(cap)) != 0) continue;
-    if (within(best, cap)) return best;
-    // Capped below the detected best: the best supported ISA within the cap.
-    for (Isa i : {Isa::kAvx512, Isa::kAvx2, Isa::kNeon}) {
-      if (within(i, cap) && isa_supported(i)) return i;
-    }
-    return Isa::kScalar;
-  }
-  std::fprintf(stderr,
-               "sparsert: ignoring SPARSERT_ISA=\"%s\" (expected scalar, avx2, avx512 or neon); "
-               "using %s\n",
-               env, isa_name(best));
   return best;
 }
 
@@ -210,16 +186,6 @@ std::vector<GemmKernel> make_gemm_kernels() {
   return list;
 }
 
-template <typename Kernel>
-const Kernel& pick(const std::vector<Kernel>& list, Isa cap) {
-  // Lists run from the reference to the fastest; take the last one within the cap.
-  const Kernel* chosen = &list.front();
-  for (const Kernel& k : list) {
-    if (within(k.isa, cap)) chosen = &k;
-  }
-  return *chosen;
-}
-
 }  // namespace
 
 bool isa_supported(Isa isa) {
@@ -242,11 +208,27 @@ Isa best_isa() {
   return best;
 }
 
+Isa isa_from_name(const std::string& name) {
+  if (name.empty()) return best_isa();
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    if (name != isa_name(isa)) continue;
+    if (!isa_supported(isa)) {
+      throw Error(ErrorCode::kUnsupported,
+                  "isa '" + name + "' is not available here (" +
+                      (compiled(isa) ? "this CPU lacks it" : "this build has no such kernels") +
+                      "); the best available is '" + isa_name(best_isa()) + "'");
+    }
+    return isa;
+  }
+  throw Error(ErrorCode::kInvalidArgument,
+              "unknown isa '" + name + "'; use one of scalar, avx2, avx512, neon (or none for the best)");
+}
+
 const std::vector<SpmmKernel>& spmm_kernels() {
   static const std::vector<SpmmKernel> list = make_spmm_kernels();
   return list;
 }
-const SpmmKernel& spmm_kernel(Isa isa) { return pick(spmm_kernels(), isa); }
+const SpmmKernel& spmm_kernel(Isa isa) { return pick_kernel(spmm_kernels(), isa); }
 const SpmmKernel& spmm_best() {
   static const SpmmKernel& best = spmm_kernel(best_isa());
   return best;
@@ -256,7 +238,7 @@ const std::vector<GemmKernel>& gemm_kernels() {
   static const std::vector<GemmKernel> list = make_gemm_kernels();
   return list;
 }
-const GemmKernel& gemm_kernel(Isa isa) { return pick(gemm_kernels(), isa); }
+const GemmKernel& gemm_kernel(Isa isa) { return pick_kernel(gemm_kernels(), isa); }
 const GemmKernel& gemm_best() {
   static const GemmKernel& best = gemm_kernel(best_isa());
   return best;

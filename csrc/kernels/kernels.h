@@ -24,9 +24,26 @@ enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512", "neon"
 // True if the kernels for `isa` were compiled into this build and this CPU runs them.
 bool isa_supported(Isa isa);
-// The best supported ISA, detected once per process. The environment variable
-// SPARSERT_ISA (scalar|avx2|avx512|neon) caps it, for testing and benchmarks.
+// The best supported ISA, detected once per process. A model may be capped
+// lower with LoadOptions::isa (isa_from_name).
 Isa best_isa();
+// The ISA for a LoadOptions::isa value: "" is best_isa(); an unknown name is
+// Error(kInvalidArgument), one this build or CPU lacks Error(kUnsupported).
+Isa isa_from_name(const std::string& name);
+// True if kernels for `isa` may run when the choice is capped at `cap`
+// (AVX-512 includes AVX2; NEON is its own line above scalar).
+inline bool isa_within(Isa isa, Isa cap) {
+  return isa == Isa::kScalar || isa == cap || (isa == Isa::kAvx2 && cap == Isa::kAvx512);
+}
+// The fastest kernel of a family's list (reference first) within `cap`.
+template <typename Kernel>
+const Kernel& pick_kernel(const std::vector<Kernel>& list, Isa cap) {
+  const Kernel* chosen = &list.front();
+  for (const Kernel& k : list) {
+    if (isa_within(k.isa, cap)) chosen = &k;
+  }
+  return *chosen;
+}
 
 // 64-byte aligned, zero-initialised float storage.
 class AlignedFloats {

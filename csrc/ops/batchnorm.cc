@@ -29,8 +29,8 @@ class BatchNormOp final : public Op {
     if (planes == 0) return;
     const int64_t inner = shape_elements(s) / planes;
     const int64_t tasks = partition_task_count(ctx.threads(), planes * inner / 4, planes);
-    const float* x = inputs[0].data;
-    float* y = outputs[0].data;
+    const float* x = inputs[0].f32();
+    float* y = outputs[0].f32();
     ctx.parallel_for(tasks, [&](int64_t t) {
       for (int64_t p = planes * t / tasks; p < planes * (t + 1) / tasks; ++p) {
         const float a = a_[p % channels], b = b_[p % channels];
@@ -47,10 +47,9 @@ class BatchNormOp final : public Op {
 
 }  // namespace
 
-std::unique_ptr<Op> create_batchnorm(const NodeContext& ctx) {
+std::unique_ptr<Op> create_batch_normalization(const NodeContext& ctx) {
   ctx.check_input_count(5, 5);
   ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input X must be an activation");
   const char* names[4] = {"scale", "bias", "mean", "var"};
   const float* p[4];
   int64_t channels = -1;
@@ -65,8 +64,7 @@ std::unique_ptr<Op> create_batchnorm(const NodeContext& ctx) {
     channels = t.elements;
     p[i] = static_cast<const float*>(t.data);
   }
-  const double eps = ctx.attr_float("epsilon", 1e-5);
-  if (!(eps >= 0.0)) ctx.fail("attribute 'epsilon' must be >= 0");
+  const double eps = ctx.attr_float("epsilon", 1e-5, 0.0, 1e10);
   std::vector<float> a(static_cast<size_t>(channels)), b(static_cast<size_t>(channels));
   for (int64_t c = 0; c < channels; ++c) {
     const double var = p[3][c];

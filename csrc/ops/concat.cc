@@ -1,6 +1,6 @@
-// Concat and Split along one axis. Both are copies of contiguous blocks: with
-// outer = product of the dims before the axis, every (outer index, input)
-// pair is one memcpy of dim(axis) * inner floats.
+// Concat and Split along one axis, for every dtype. Both are copies of
+// contiguous blocks: with outer = product of the dims before the axis, every
+// (outer index, input) pair is one memcpy of dim(axis) * inner elements.
 #include <algorithm>
 #include <cstring>
 
@@ -10,26 +10,17 @@ namespace sparsert {
 namespace ops {
 namespace {
 
-int64_t normalize_axis(int64_t axis, size_t rank, const char* op) {
-  const int64_t r = static_cast<int64_t>(rank);
-  const int64_t a = axis < 0 ? axis + r : axis;
-  if (a < 0 || a >= r)
-    shape_error(std::string(op) + " axis " + std::to_string(axis) + " is out of range for rank " +
-                std::to_string(rank));
-  return a;
-}
-
-// Copies `blocks` blocks of `count` floats; block b goes from src + b*src_stride to
-// dst + b*dst_stride. Split into tasks of about 16K floats.
-void copy_blocks(const RunContext& ctx, const float* src, int64_t src_stride, float* dst,
+// Copies `blocks` blocks of `count` bytes; block b goes from src + b*src_stride to
+// dst + b*dst_stride (strides in bytes). Split into tasks of about 64 KiB.
+void copy_blocks(const RunContext& ctx, const char* src, int64_t src_stride, char* dst,
                  int64_t dst_stride, int64_t blocks, int64_t count) {
   if (blocks == 0 || count == 0) return;
-  const int64_t per_task = std::max<int64_t>(1, 16384 / count);
+  const int64_t per_task = std::max<int64_t>(1, 65536 / count);
   const int64_t tasks = (blocks + per_task - 1) / per_task;
   ctx.parallel_for(tasks, [&](int64_t t) {
     const int64_t b1 = std::min(blocks, (t + 1) * per_task);
     for (int64_t b = t * per_task; b < b1; ++b)
-      std::memcpy(dst + b * dst_stride, src + b * src_stride, sizeof(float) * count);
+      std::memcpy(dst + b * dst_stride, src + b * src_stride, static_cast<size_t>(count));
   });
 }
 
@@ -39,7 +30,7 @@ class ConcatOp final : public Op {
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
     const Shape& first = inputs[0];
-    const int64_t axis = normalize_axis(axis_, first.size(), "Concat");
+    const int64_t axis = normalize_axis(axis_, static_cast<int64_t>(first.size()), "Concat axis");
     Shape out = first;
     out[axis] = 0;
     for (size_t i = 0; i < inputs.size(); ++i) {
@@ -51,7 +42,7 @@ class ConcatOp final : public Op {
         shape_error("input " + std::to_string(i) + " has shape " + shape_string(s) +
                     ", which does not match input 0 " + shape_string(first) + " outside axis " +
                     std::to_string(axis));
-      out[axis] += s[axis];
+      out[axis] = checked_add(out[axis], s[axis], "Concat output size");
     }
     return {out};
   }
@@ -59,15 +50,17 @@ class ConcatOp final : public Op {
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
     const Shape& os = outputs[0].shape;
-    const int64_t axis = normalize_axis(axis_, os.size(), "Concat");
-    int64_t outer = 1, inner = 1;
+    const int64_t axis = normalize_axis(axis_, static_cast<int64_t>(os.size()), "Concat axis");
+    const int64_t esize = static_cast<int64_t>(dtype_size(outputs[0].dtype));
+    int64_t outer = 1, inner = esize;
     for (int64_t d = 0; d < axis; ++d) outer *= os[d];
     for (size_t d = axis + 1; d < os.size(); ++d) inner *= os[d];
     const int64_t out_row = os[axis] * inner;
     int64_t offset = 0;
+    char* out = static_cast<char*>(outputs[0].raw);
     for (const InputRef& in : inputs) {
       const int64_t row = in.shape[axis] * inner;
-      copy_blocks(ctx, in.data, row, outputs[0].data + offset, out_row, outer, row);
+      copy_blocks(ctx, static_cast<const char*>(in.raw), row, out + offset, out_row, outer, row);
       offset += row;
     }
   }
@@ -89,7 +82,7 @@ class SplitOp final : public Op {
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
     const Shape& x = inputs[0];
-    const int64_t axis = normalize_axis(axis_, x.size(), "Split");
+    const int64_t axis = normalize_axis(axis_, static_cast<int64_t>(x.size()), "Split axis");
     const std::vector<int64_t> sizes = split_sizes(x[axis]);
     std::vector<Shape> out;
     for (int64_t s : sizes) {
@@ -103,15 +96,17 @@ class SplitOp final : public Op {
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
     const Shape& xs = inputs[0].shape;
-    const int64_t axis = normalize_axis(axis_, xs.size(), "Split");
-    int64_t outer = 1, inner = 1;
+    const int64_t axis = normalize_axis(axis_, static_cast<int64_t>(xs.size()), "Split axis");
+    const int64_t esize = static_cast<int64_t>(dtype_size(inputs[0].dtype));
+    int64_t outer = 1, inner = esize;
     for (int64_t d = 0; d < axis; ++d) outer *= xs[d];
     for (size_t d = axis + 1; d < xs.size(); ++d) inner *= xs[d];
     const int64_t in_row = xs[axis] * inner;
     int64_t offset = 0;
+    const char* in = static_cast<const char*>(inputs[0].raw);
     for (const OutputRef& out : outputs) {
       const int64_t row = out.shape[axis] * inner;
-      copy_blocks(ctx, inputs[0].data + offset, in_row, out.data, row, outer, row);
+      copy_blocks(ctx, in + offset, in_row, static_cast<char*>(out.raw), row, outer, row);
       offset += row;
     }
   }
@@ -149,29 +144,27 @@ std::unique_ptr<Op> create_concat(const NodeContext& ctx) {
   ctx.check_input_count(1, 1u << 20);
   ctx.check_output_count(1);
   if (!ctx.has_attr("axis")) ctx.fail("attribute 'axis' (INT) is required");
+  const DType dtype = ctx.has_input(0) ? ctx.input_dtype(0) : DType::kFloat32;
   for (size_t i = 0; i < ctx.input_count(); ++i) {
     if (!ctx.has_input(i)) ctx.fail("input " + std::to_string(i) + " is absent");
-    const format::TensorInfo* c = ctx.constant(i);
-    if (c != nullptr && (c->storage != format::Storage::kDense || c->dtype != DType::kFloat32))
-      ctx.fail("constant input '" + c->name + "' must be dense float32");
+    if (ctx.input_dtype(i) != dtype)
+      ctx.fail("input " + std::to_string(i) + " has dtype " + dtype_name(ctx.input_dtype(i)) +
+               ", input 0 has " + dtype_name(dtype));
   }
-  return std::make_unique<ConcatOp>(ctx.attr_int("axis", 0));
+  ctx.set_output_dtypes({dtype});
+  return std::make_unique<ConcatOp>(ctx.attr_axis("axis", 0));
 }
 
 std::unique_ptr<Op> create_split(const NodeContext& ctx) {
   ctx.check_input_count(1, 1);
+  ctx.check_output_count(1, 1u << 16);
   const size_t parts = ctx.node().outputs.size();
-  if (parts < 1) ctx.fail("expects at least one output");
-  if (ctx.constant(0) != nullptr) ctx.fail("input must be an activation, not a constant");
-  std::vector<int64_t> sizes = ctx.attr_ints("split", {});
-  if (ctx.has_attr("split")) {
-    if (sizes.size() != parts)
-      ctx.fail("attribute 'split' has " + std::to_string(sizes.size()) +
-               " sizes but the node has " + std::to_string(parts) + " outputs");
-    for (int64_t s : sizes)
-      if (s < 0) ctx.fail("attribute 'split' has a negative size: " + shape_string(sizes));
-  }
-  return std::make_unique<SplitOp>(ctx.attr_int("axis", 0), sizes, parts);
+  std::vector<int64_t> sizes = ctx.attr_ints("split", {}, 0, 1u << 16, 0, kMaxDim);
+  if (ctx.has_attr("split") && sizes.size() != parts)
+    ctx.fail("attribute 'split' has " + std::to_string(sizes.size()) + " sizes but the node has " +
+             std::to_string(parts) + " outputs");
+  ctx.set_output_dtypes(std::vector<DType>(parts, ctx.input_dtype(0)));
+  return std::make_unique<SplitOp>(ctx.attr_axis("axis", 0), sizes, parts);
 }
 
 }  // namespace ops

@@ -1,4 +1,5 @@
-// Conv2d: Y = act(conv(X, W) + B + R), NCHW, W dense or CSR (docs/spr-format.md, section 5).
+// Conv (1-D and 2-D): Y = act(conv(X, W) + B + R), NCHW (a 1-D conv runs as 2-D with H = 1),
+// W dense, CSR or BSR (docs/spr-format.md, section 5).
 //
 // Paths, chosen at load from the weight and per input shape in plan():
 // - pointwise (1x1, stride 1, no pad): per image and group, X is the Cg x HW
@@ -33,7 +34,7 @@
 // build its offsets). Stride 2 runs the same kernel on a phase-split copy of
 // the input (kernels/conv/conv.h). Rule: direct at stride 1, and at stride 2
 // when every phase is read (see direct_wins); im2col otherwise.
-// SPARSERT_CONV_SPARSE=direct|im2col forces one (tests and benchmarks).
+// LoadOptions::conv_sparse_path = direct|im2col forces one (tests and benchmarks).
 //
 // Per-layer kernel choice (as linear.cc): whatever the file stores, a layer
 // runs a sparse path (direct or im2col+spmm, pointwise spmm) only when its
@@ -55,7 +56,7 @@
 // shape; the faster is cached per shape (under a mutex: plans are made
 // concurrently by runs), so every later plan for that shape uses it. The input
 // shape is not known at load, hence this lazy timing on the real shape.
-// SPARSERT_CONV_KERNEL=sparse|dense forces one (when the weight allows it).
+// LoadOptions::layer_kernel = sparse|dense forces one (when the weight allows it).
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -70,6 +71,8 @@
 #include "ops/activation.h"
 #include "ops/conv_common.h"
 #include "ops/op.h"
+#include "ops/broadcast.h"
+#include "ops/layer_weights.h"
 #include "ops/partition.h"
 
 namespace sparsert {
@@ -89,45 +92,10 @@ constexpr double kKeepDenseAbove =
 
 enum class ConvPath { kPointwise, kDepthwise, kSparseDirect, kIm2col };
 
-enum class SparseChoice { kAuto, kDirect, kIm2col };
-
-SparseChoice sparse_choice_from_env() {
-  const char* env = std::getenv("SPARSERT_CONV_SPARSE");
-  if (env == nullptr) return SparseChoice::kAuto;
-  if (std::strcmp(env, "direct") == 0) return SparseChoice::kDirect;
-  if (std::strcmp(env, "im2col") == 0) return SparseChoice::kIm2col;
-  return SparseChoice::kAuto;
-}
-
-enum class KernelChoice { kAuto, kSparse, kDense };
-
-KernelChoice kernel_choice_from_env() {
-  const char* env = std::getenv("SPARSERT_CONV_KERNEL");
-  if (env == nullptr) return KernelChoice::kAuto;
-  if (std::strcmp(env, "sparse") == 0) return KernelChoice::kSparse;
-  if (std::strcmp(env, "dense") == 0) return KernelChoice::kDense;
-  return KernelChoice::kAuto;
-}
+using SparseChoice = LoadConfig::ConvSparsePath;
+using KernelChoice = LoadConfig::LayerKernel;
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-// Row boundaries over [r_begin, r_end) with about equal nonzeros (+1 per row) per task.
-std::vector<int64_t> partition_csr_range(const uint32_t* row_ptr, int64_t r_begin, int64_t r_end,
-                                         int64_t tasks) {
-  const int64_t rows = r_end - r_begin;
-  tasks = std::max<int64_t>(1, std::min(tasks, rows));
-  std::vector<int64_t> bounds(tasks + 1, r_end);
-  bounds[0] = r_begin;
-  const double base = static_cast<double>(row_ptr[r_begin]) + static_cast<double>(r_begin);
-  const double total = static_cast<double>(row_ptr[r_end]) + static_cast<double>(r_end) - base;
-  int64_t r = r_begin;
-  for (int64_t t = 1; t < tasks; ++t) {
-    const double target = base + total * static_cast<double>(t) / static_cast<double>(tasks);
-    while (r < r_end && static_cast<double>(row_ptr[r]) + static_cast<double>(r) < target) ++r;
-    bounds[t] = r;
-  }
-  return bounds;
-}
 
 // Everything run() needs to know about one input shape.
 struct ConvPlan {
@@ -157,26 +125,24 @@ class Conv2dOp final : public Op {
  public:
   Conv2dOp(const NodeContext& ctx, const format::TensorInfo& w, const float* bias,
            bool has_residual)
-      : weight_(w), bias_(bias), has_residual_(has_residual) {
-    attrs_ = parse_conv_attributes(ctx);
+      : weights_(w, ctx.isa()), bias_(bias), has_residual_(has_residual) {
+    spatial_rank_ = static_cast<int>(w.dims.size()) - 2;
+    attrs_ = parse_conv_attributes(ctx, spatial_rank_, w.dims[0]);
     act_ = parse_fused_activation(ctx);
     cout_ = w.dims[0];
     cin_group_ = w.dims[1];
-    kernel_h_ = w.dims[2];
-    kernel_w_ = w.dims[3];
+    kernel_h_ = spatial_rank_ == 2 ? w.dims[2] : 1;
+    kernel_w_ = w.dims[spatial_rank_ + 1];
     if (cout_ % attrs_.groups != 0)
       ctx.fail("weight '" + w.name + "' has " + std::to_string(cout_) +
-               " output channels, not a multiple of groups = " + std::to_string(attrs_.groups));
+               " output channels, not a multiple of group = " + std::to_string(attrs_.groups));
     cout_group_ = cout_ / attrs_.groups;
-    const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
-    conv_ = &kernels::conv_best();
-    sparse_choice_ = sparse_choice_from_env();
-    kernel_choice_ = kernel_choice_from_env();
+    conv_ = &kernels::conv_kernel(ctx.isa());
+    sparse_choice_ = ctx.config().conv_sparse_path;
+    kernel_choice_ = ctx.config().layer_kernel;
     tune_ = ctx.tune();
-    const bool csr = w.storage == format::Storage::kCsr;
-    stored_nnz_ = csr ? static_cast<int64_t>(w.nnz) : count_nonzeros(w);
-    density_ =
-        static_cast<double>(stored_nnz_) / static_cast<double>(std::max<int64_t>(1, cout_ * k));
+    stored_nnz_ = weights_.nnz();
+    density_ = weights_.density();
     depthwise_ = attrs_.groups > 1 && cin_group_ == 1 && cout_group_ == 1;
     pointwise_ = kernel_h_ == 1 && kernel_w_ == 1 && attrs_.stride_h == 1 && attrs_.stride_w == 1 &&
                  attrs_.pad_top == 0 && attrs_.pad_left == 0 && attrs_.pad_bottom == 0 &&
@@ -187,9 +153,13 @@ class Conv2dOp final : public Op {
     }
     bool want_sparse = density_ <= kKeepSparseBelow;
     bool want_dense = density_ > kKeepDenseAbove;
-    if (tune_ || kernel_choice_ != KernelChoice::kAuto) want_sparse = want_dense = true;
-    if (want_sparse) ensure_csr(w);
-    if (want_dense) ensure_dense(w);
+    if (kernel_choice_ != KernelChoice::kAuto) want_sparse = want_dense = true;
+    // tune keeps both, but never densifies more than kTuneMaxDenseElements
+    if (tune_ && w.elements <= kTuneMaxDenseElements) want_sparse = want_dense = true;
+    if (kernel_choice_ == KernelChoice::kDense && w.elements > kTuneMaxDenseElements && !want_dense)
+      want_dense = true;  // asked for explicitly
+    if (want_sparse) weights_.ensure_csr();
+    if (want_dense) weights_.ensure_dense(attrs_.groups);
   }
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
@@ -207,9 +177,9 @@ class Conv2dOp final : public Op {
     for (const auto& in : inputs) shapes.push_back(in.shape);
     const ConvPlan plan = make_plan(shapes, ctx.threads());
     float* base = static_cast<float*>(ctx.scratch());
-    const float* x = inputs[0].data;
-    const float* r = has_residual_ && plan.residual_fast ? inputs[3].data : nullptr;
-    float* y = plan.tmp_offset >= 0 ? base + plan.tmp_offset : outputs[0].data;
+    const float* x = inputs[0].f32();
+    const float* r = has_residual_ && plan.residual_fast ? inputs[3].f32() : nullptr;
+    float* y = plan.tmp_offset >= 0 ? base + plan.tmp_offset : outputs[0].f32();
     if (shape_elements(plan.conv_shape) > 0 && shape_elements(shapes[0]) > 0) {
       const int64_t in_image = plan.g.channels * attrs_.groups * plan.g.in_h * plan.g.in_w;
       const int64_t out_image = cout_ * plan.pixels;
@@ -230,7 +200,7 @@ class Conv2dOp final : public Op {
         }
     }
     if (plan.tmp_offset >= 0) {
-      broadcast_add_activation(y, plan.conv_shape, inputs[3].data, inputs[3].shape, outputs[0].data,
+      broadcast_add_activation(y, plan.conv_shape, inputs[3].f32(), inputs[3].shape, outputs[0].f32(),
                                plan.out_shape, act_);
     }
   }
@@ -238,56 +208,25 @@ class Conv2dOp final : public Op {
   void describe(const std::vector<Shape>& inputs, const std::vector<Shape>& outputs,
                 NodeInfo* info) const override {
     const ConvPlan plan = make_plan(inputs, 1);
-    info->weight_storage = weight_.storage == format::Storage::kCsr ? "csr" : "dense";
-    info->weight_shape = weight_.dims;
-    info->weight_elements = weight_.elements;
-    info->weight_nnz = weight_.storage == format::Storage::kCsr ? stored_nnz_ : weight_.elements;
-    info->weight_bytes = static_cast<int64_t>(weight_.stored_bytes());
-    const int64_t run_nnz = plan.sparse ? stored_nnz_ : weight_.elements;
+    weights_.describe(plan.sparse, info);
+    const int64_t elements = weights_.info().elements;
+    const int64_t run_nnz = plan.sparse ? stored_nnz_ : elements;
     info->flops = 2 * run_nnz * plan.pixels * plan.batch;
-    info->dense_flops = 2 * weight_.elements * plan.pixels * plan.batch;
+    info->dense_flops = 2 * elements * plan.pixels * plan.batch;
     info->kernel = kernel_name(plan);
-    const bool stored_sparse = weight_.storage == format::Storage::kCsr;
-    if (!depthwise_ && plan.sparse != stored_sparse)
-      info->kernel += plan.sparse ? " (sparse copy of dense)" : " (densified)";
+    if (!depthwise_) info->kernel += weights_.storage_note(plan.sparse);
   }
 
  private:
-  static int64_t count_nonzeros(const format::TensorInfo& w) {
-    const float* data = static_cast<const float*>(w.data);
-    int64_t nnz = 0;
-    for (int64_t i = 0; i < w.elements; ++i) nnz += data[i] != 0.0f;
-    return nnz;
-  }
+  bool accepts_sparse_constant(size_t input) const override { return input == 1; }
 
-  void ensure_csr(const format::TensorInfo& w) {
-    spmm_ = &kernels::spmm_best();
-    if (w.storage == format::Storage::kCsr) {
-      csr_.rows = w.rows;
-      csr_.cols = w.cols;
-      csr_.row_ptr = w.row_ptr;
-      csr_.col_idx16 = w.col_idx16;
-      csr_.col_idx32 = w.col_idx32;
-      csr_.values = w.values;
-      return;
-    }
-    build_owned_csr(static_cast<const float*>(w.data), cout_, cin_group_ * kernel_h_ * kernel_w_,
-                    &owned_csr_);
-    csr_ = owned_csr_.view;
-  }
-
-  void ensure_dense(const format::TensorInfo& w) {
-    gemm_ = &kernels::gemm_best();
-    const int64_t k = cin_group_ * kernel_h_ * kernel_w_;
-    kernels::AlignedFloats densified;
-    const float* wd = static_cast<const float*>(w.data);
-    if (w.storage == format::Storage::kCsr) {
-      densified = densify_weight(w);
-      wd = densified.data();
-    }
-    packed_.resize(static_cast<size_t>(attrs_.groups));
-    for (int64_t g = 0; g < attrs_.groups; ++g)
-      gemm_->pack(wd + g * cout_group_ * k, cout_group_, k, k, &packed_[g]);
+  // A 1-D input [N, C, W] as [N, C, 1, W]; 2-D inputs unchanged.
+  Shape as_4d(const Shape& x) const {
+    const size_t want = static_cast<size_t>(spatial_rank_) + 2;
+    if (x.size() != want)
+      shape_error("input X must be " + std::to_string(want) + "-D [N, C, " + (spatial_rank_ == 2 ? "H, W" : "W") +
+                  "], got " + shape_string(x));
+    return spatial_rank_ == 2 ? x : Shape{x[0], x[1], 1, x[2]};
   }
 
   void run_image(const RunContext& ctx, const ConvPlan& plan, const float* x, float* y,
@@ -343,25 +282,16 @@ class Conv2dOp final : public Op {
     for (float& v : x) v = dist(gen);
     kernels::AlignedFloats scratch(
         static_cast<size_t>(std::max<int64_t>({sparse.total_floats, dense.total_floats, 16})));
-    runtime::ThreadPool pool(1);
-    RunContext ctx(pool, scratch.data(), scratch.size() * sizeof(float));
+    RunContext ctx(runtime::ThreadPool::global(), 1, scratch.data(), scratch.size() * sizeof(float));
     auto time_plan = [&](const ConvPlan& plan) {
-      double best = 1e30;
-      for (int rep = 0; rep < 4; ++rep) {
-        const auto t0 = std::chrono::steady_clock::now();
-        run_image(ctx, plan, x.data(), y.data(), nullptr, scratch.data());
-        const double t =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (rep > 0) best = std::min(best, t);
-      }
-      return best;
+      return best_time([&] { run_image(ctx, plan, x.data(), y.data(), nullptr, scratch.data()); }, 3);
     };
     return time_plan(sparse) <= time_plan(dense);
   }
 
   std::string kernel_name(const ConvPlan& plan) const {
     if (plan.path == ConvPath::kDepthwise) return conv_->depthwise_name;
-    const std::string matrix = plan.sparse ? spmm_->name : gemm_->name;
+    const std::string matrix = plan.sparse ? weights_.spmm().name : weights_.gemm().name;
     switch (plan.path) {
       case ConvPath::kPointwise:
         return matrix;
@@ -379,11 +309,10 @@ class Conv2dOp final : public Op {
   ConvPlan make_plan(const std::vector<Shape>& inputs, int threads,
                      KernelChoice force = KernelChoice::kAuto) const {
     ConvPlan p;
-    const Shape& xs = inputs[0];
-    if (xs.size() != 4) shape_error("input X must be 4-D [N, C, H, W], got " + shape_string(xs));
+    const Shape xs = as_4d(inputs[0]);
     if (xs[1] != cin_group_ * attrs_.groups)
-      shape_error("input X " + shape_string(xs) + " has " + std::to_string(xs[1]) +
-                  " channels; the weight " + shape_string(weight_.dims) +
+      shape_error("input X " + shape_string(inputs[0]) + " has " + std::to_string(xs[1]) +
+                  " channels; the weight " + shape_string(weights_.info().dims) +
                   " with groups = " + std::to_string(attrs_.groups) + " needs " +
                   std::to_string(cin_group_ * attrs_.groups));
     kernels::ConvGeometry& g = p.g;
@@ -413,11 +342,11 @@ class Conv2dOp final : public Op {
                   " of input X " + shape_string(xs) + " is too large");
     p.batch = xs[0];
     p.pixels = g.out_h * g.out_w;
-    p.conv_shape = {xs[0], cout_, g.out_h, g.out_w};
+    p.conv_shape = spatial_rank_ == 2 ? Shape{xs[0], cout_, g.out_h, g.out_w} : Shape{xs[0], cout_, g.out_w};
     p.out_shape = p.conv_shape;
     if (has_residual_) {
       const Shape& rs = inputs[3];
-      if (!broadcast_shapes(p.conv_shape, rs, &p.out_shape))
+      if (!broadcast_shapes({p.conv_shape, rs}, &p.out_shape))
         shape_error("residual input R " + shape_string(rs) +
                     " does not broadcast with the convolution output " +
                     shape_string(p.conv_shape));
@@ -428,8 +357,8 @@ class Conv2dOp final : public Op {
       p.path = ConvPath::kDepthwise;
     } else {
       if (force == KernelChoice::kAuto) force = kernel_choice_;
-      if (spmm_ == nullptr || gemm_ == nullptr) {
-        p.sparse = spmm_ != nullptr;
+      if (!weights_.has_csr() || !weights_.has_dense()) {
+        p.sparse = weights_.has_csr();
       } else if (force != KernelChoice::kAuto) {
         p.sparse = force == KernelChoice::kSparse;
       } else {
@@ -505,27 +434,8 @@ class Conv2dOp final : public Op {
     const int64_t tasks = std::min(p.max_tasks, partition_task_count(ctx.threads(), work, cout_));
     // ReLU / ReLU6 / Clip (or none) run inside the kernel as its output clamp,
     // unless a residual must be added before the activation.
-    float out_min = -std::numeric_limits<float>::infinity();
-    float out_max = std::numeric_limits<float>::infinity();
-    bool fused = r == nullptr && p.activate;
-    switch (act_.kind) {
-      case ActivationKind::kNone:
-        break;
-      case ActivationKind::kRelu:
-        out_min = 0.0f;
-        break;
-      case ActivationKind::kRelu6:
-        out_min = 0.0f;
-        out_max = 6.0f;
-        break;
-      case ActivationKind::kClip:
-        out_min = act_.a;
-        out_max = act_.b;
-        break;
-      default:
-        fused = false;
-        break;
-    }
+    float out_min, out_max;
+    bool fused = r == nullptr && p.activate && act_.as_clamp(&out_min, &out_max);
     if (!fused) {
       out_min = -std::numeric_limits<float>::infinity();
       out_max = std::numeric_limits<float>::infinity();
@@ -570,10 +480,10 @@ class Conv2dOp final : public Op {
       const int32_t channel = static_cast<int32_t>(c * sh * sw * hq * wq);
       for (int64_t t = 0; t < khw; ++t) column_offsets[c * khw + t] = channel + column_offsets[t];
     }
-    if (csr_.col_idx16 != nullptr) {
-      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[csr_.col_idx16[j]];
+    if (weights_.csr().col_idx16 != nullptr) {
+      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[weights_.csr().col_idx16[j]];
     } else {
-      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[csr_.col_idx32[j]];
+      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[weights_.csr().col_idx32[j]];
     }
     const int64_t plane_in = g.in_h * g.in_w;
     for (int64_t grp = 0; grp < attrs_.groups; ++grp) {
@@ -587,15 +497,15 @@ class Conv2dOp final : public Op {
       });
       const int64_t r_begin = grp * cout_group_, r_end = r_begin + cout_group_;
       const int64_t work =
-          static_cast<int64_t>(csr_.row_ptr[r_end] - csr_.row_ptr[r_begin]) * p.span;
+          static_cast<int64_t>(weights_.csr().row_ptr[r_end] - weights_.csr().row_ptr[r_begin]) * p.span;
       const int64_t tasks =
           std::min(p.max_tasks, partition_task_count(ctx.threads(), work, cout_group_));
-      const std::vector<int64_t> bounds = partition_csr_range(csr_.row_ptr, r_begin, r_end, tasks);
+      const std::vector<int64_t> bounds = partition_csr_range(weights_.csr().row_ptr, r_begin, r_end, tasks);
       ctx.parallel_for(static_cast<int64_t>(bounds.size()) - 1, [&](int64_t t) {
         float* stage = base + p.stage_offset + t * round_up(p.stage_rows * p.span, 16);
         for (int64_t a = bounds[t]; a < bounds[t + 1]; a += p.stage_rows) {
           const int64_t b = std::min(bounds[t + 1], a + p.stage_rows);
-          conv_->sparse_direct(csr_.values, offsets, csr_.row_ptr, a, b, xp, p.span, bias_, stage,
+          conv_->sparse_direct(weights_.csr().values, offsets, weights_.csr().row_ptr, a, b, xp, p.span, bias_, stage,
                                p.span);
           for (int64_t row = a; row < b; ++row) {
             const float* s = stage + (row - a) * p.span;
@@ -621,7 +531,7 @@ class Conv2dOp final : public Op {
       const float* xg = x + grp * g.channels * plane_in;
       const int64_t r_begin = grp * cout_group_, r_end = r_begin + cout_group_;
       const int64_t group_nnz =
-          p.sparse ? static_cast<int64_t>(csr_.row_ptr[r_end] - csr_.row_ptr[r_begin])
+          p.sparse ? static_cast<int64_t>(weights_.csr().row_ptr[r_end] - weights_.csr().row_ptr[r_begin])
                    : cout_group_ * k;
       for (int64_t p0 = 0; p0 < p.pixels; p0 += block) {
         const int64_t p1 = std::min(p.pixels, p0 + block);
@@ -640,12 +550,12 @@ class Conv2dOp final : public Op {
         }
         // Tasks: row ranges, and column ranges too when there are few rows.
         const int64_t tasks = partition_task_count(ctx.threads(), group_nnz * np, cout_group_ * np);
-        const int64_t row_block = p.sparse ? 1 : packed_[grp].row_block;
+        const int64_t row_block = p.sparse ? 1 : weights_.packed(grp).row_block;
         const int64_t row_units = (cout_group_ + row_block - 1) / row_block;
         const int64_t row_tasks = std::max<int64_t>(1, std::min(tasks, row_units));
         const int64_t col_tasks = std::max<int64_t>(1, std::min(tasks / row_tasks, np / 16));
         const std::vector<int64_t> rb =
-            p.sparse ? partition_csr_range(csr_.row_ptr, r_begin, r_end, row_tasks)
+            p.sparse ? partition_csr_range(weights_.csr().row_ptr, r_begin, r_end, row_tasks)
                      : partition_rows(cout_group_, row_tasks, row_block);
         const int64_t n_row_tasks = static_cast<int64_t>(rb.size()) - 1;
         ctx.parallel_for(n_row_tasks * col_tasks, [&](int64_t t) {
@@ -658,11 +568,11 @@ class Conv2dOp final : public Op {
           if (p.sparse) {
             g0 = rb[rt];
             g1 = rb[rt + 1];
-            spmm_->fn(csr_, g0, g1, m + c0, ldm, c1 - c0, bias_, y + p0 + c0, p.pixels);
+            weights_.spmm().fn(weights_.csr(), g0, g1, m + c0, ldm, c1 - c0, bias_, y + p0 + c0, p.pixels);
           } else {
             g0 = r_begin + rb[rt];
             g1 = r_begin + rb[rt + 1];
-            gemm_->fn(packed_[grp], rb[rt], rb[rt + 1], m + c0, ldm, c1 - c0,
+            weights_.gemm().fn(weights_.packed(grp), rb[rt], rb[rt + 1], m + c0, ldm, c1 - c0,
                       bias_ != nullptr ? bias_ + r_begin : nullptr,
                       y + r_begin * p.pixels + p0 + c0, p.pixels);
           }
@@ -675,9 +585,10 @@ class Conv2dOp final : public Op {
     }
   }
 
-  const format::TensorInfo& weight_;
+  LayerWeights weights_;
   const float* bias_;
   bool has_residual_;
+  int spatial_rank_ = 2;
   ConvAttributes attrs_;
   Activation act_;
   int64_t cout_ = 0, cin_group_ = 0, kernel_h_ = 0, kernel_w_ = 0, cout_group_ = 0;
@@ -690,26 +601,23 @@ class Conv2dOp final : public Op {
   mutable std::mutex tuned_mutex_;
   mutable std::map<Shape, bool> tuned_;  // input shape -> sparse wins (tune only)
   const kernels::ConvKernel* conv_ = nullptr;
-  const kernels::SpmmKernel* spmm_ = nullptr;
-  const kernels::GemmKernel* gemm_ = nullptr;
-  kernels::CsrMatrix csr_;
-  OwnedCsr owned_csr_;  // CSR copy of a dense weight
-  std::vector<kernels::PackedGemmWeights> packed_;  // one per group (dense kernels)
-  kernels::AlignedFloats dense_;                    // depthwise filters
+  kernels::AlignedFloats dense_;  // depthwise filters
 };
 
 }  // namespace
 
-std::unique_ptr<Op> create_conv2d(const NodeContext& ctx) {
+std::unique_ptr<Op> create_conv(const NodeContext& ctx) {
   ctx.check_input_count(2, 4);
   ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input X must be an activation");
   const format::TensorInfo& w = ctx.require_constant(1, "weight");
-  if (w.dims.size() != 4)
-    ctx.fail("weight '" + w.name + "' must be 4-D [Cout, C/groups, kH, kW], got " +
-             shape_string(w.dims));
+  if (w.dims.size() != 4 && w.dims.size() != 3)
+    ctx.fail("weight '" + w.name + "' must be [Cout, C/group, kH, kW] (2-D) or [Cout, C/group, kW] (1-D), got " +
+                 shape_string(w.dims),
+             ErrorCode::kUnsupported);
   for (int64_t d : w.dims)
     if (d < 1) ctx.fail("weight '" + w.name + "' has an empty dim: " + shape_string(w.dims));
+  for (size_t i = 2; i < w.dims.size(); ++i)
+    if (w.dims[i] > kMaxSpatial) ctx.fail("weight '" + w.name + "' has a kernel larger than 2^24");
   const float* bias = nullptr;
   if (ctx.has_input(2)) {
     const format::TensorInfo& b = ctx.require_constant(2, "bias");
@@ -719,8 +627,6 @@ std::unique_ptr<Op> create_conv2d(const NodeContext& ctx) {
     bias = static_cast<const float*>(b.data);
   }
   const bool residual = ctx.has_input(3);
-  if (residual && ctx.constant(3) != nullptr)
-    ctx.fail("residual input R must be an activation, not a constant");
   return std::make_unique<Conv2dOp>(ctx, w, bias, residual);
 }
 

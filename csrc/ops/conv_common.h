@@ -1,6 +1,6 @@
 // Helpers shared by the convolution ops (conv2d.cc, conv_transpose2d.cc):
-// attribute parsing into a ConvGeometry, CSR densification, and the
-// broadcasting residual epilogue.
+// attribute parsing into a ConvAttributes, and the broadcasting residual
+// epilogue.
 #pragma once
 
 #include <cstdint>
@@ -11,37 +11,23 @@
 #include "kernels/conv/conv.h"
 #include "kernels/kernels.h"
 #include "ops/activation.h"
+#include "ops/layer_weights.h"
 #include "ops/op.h"
 
 namespace sparsert {
 namespace ops {
 
-// The spatial attributes of Conv2d / ConvTranspose2d, validated.
+// The spatial attributes of Conv / ConvTranspose (2-D form; a 1-D conv has a
+// height of 1), validated and bounded by kMaxSpatial.
 struct ConvAttributes {
+  int spatial_rank = 2;  // 1 or 2, from the weight's rank
   int64_t stride_h = 1, stride_w = 1;
   int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
   int64_t dilation_h = 1, dilation_w = 1;
   int64_t groups = 1;
 };
-ConvAttributes parse_conv_attributes(const NodeContext& ctx);
-
-// The weight as dense row-major floats (a copy when it is CSR).
-kernels::AlignedFloats densify_weight(const format::TensorInfo& w);
-
-// A CSR copy of a dense row-major rows x cols weight (Linear and Conv2d build
-// one when a weight stored dense is mostly zero). `view` points into the
-// owned arrays; column indices are 16-bit when cols <= 65536.
-struct OwnedCsr {
-  std::vector<uint32_t> row_ptr;
-  std::vector<uint16_t> col16;
-  std::vector<uint32_t> col32;
-  std::vector<float> values;
-  kernels::CsrMatrix view;
-};
-void build_owned_csr(const float* data, int64_t rows, int64_t cols, OwnedCsr* out);
-
-// numpy broadcasting of two shapes; false when they do not broadcast.
-bool broadcast_shapes(const Shape& a, const Shape& b, Shape* out);
+// spatial_rank: the weight's rank - 2. ONNX order for pads: begins, then ends.
+ConvAttributes parse_conv_attributes(const NodeContext& ctx, int spatial_rank, int64_t max_groups);
 
 // y = act(a + r) with numpy broadcasting of a and r to y's shape (y may alias a
 // when a has y's shape).

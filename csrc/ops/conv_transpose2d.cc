@@ -23,11 +23,9 @@ class ConvTranspose2dOp final : public Op {
  public:
   ConvTranspose2dOp(const NodeContext& ctx, const format::TensorInfo& w, const float* bias)
       : weight_(w), bias_(bias) {
-    attrs_ = parse_conv_attributes(ctx);
+    attrs_ = parse_conv_attributes(ctx, 2, w.dims[0]);
     act_ = parse_fused_activation(ctx);
-    const std::vector<int64_t> op = ctx.attr_ints("output_padding", {0, 0});
-    if (op.size() != 2 || op[0] < 0 || op[1] < 0)
-      ctx.fail("attribute 'output_padding' must be 2 ints >= 0 [h, w]");
+    const std::vector<int64_t> op = ctx.attr_ints("output_padding", {0, 0}, 2, 2, 0, kMaxSpatial);
     if ((op[0] >= attrs_.stride_h && op[0] >= attrs_.dilation_h) ||
         (op[1] >= attrs_.stride_w && op[1] >= attrs_.dilation_w))
       ctx.fail("attribute 'output_padding' must be smaller than the stride or the dilation");
@@ -45,7 +43,7 @@ class ConvTranspose2dOp final : public Op {
     // A_g[(o*kH + kh)*kW + kw, c] = W[g*Cg + c, o, kh, kw]
     const kernels::AlignedFloats dense = densify_weight(w);
     const int64_t rows = cout_group_ * kernel_h_ * kernel_w_;
-    gemm_ = &kernels::gemm_best();
+    gemm_ = &kernels::gemm_kernel(ctx.isa());
     packed_.resize(static_cast<size_t>(attrs_.groups));
     std::vector<float> a(static_cast<size_t>(rows * cin_group_));
     for (int64_t g = 0; g < attrs_.groups; ++g) {
@@ -79,8 +77,8 @@ class ConvTranspose2dOp final : public Op {
     float* cols = static_cast<float*>(ctx.scratch());
     for (int64_t n = 0; n < batch; ++n) {
       for (int64_t grp = 0; grp < attrs_.groups; ++grp) {
-        const float* xg = inputs[0].data + (n * cin_ + grp * cin_group_) * in_plane;
-        float* yg = outputs[0].data + (n * cout_ + grp * cout_group_) * out_plane;
+        const float* xg = inputs[0].f32() + (n * cin_ + grp * cin_group_) * in_plane;
+        float* yg = outputs[0].f32() + (n * cout_ + grp * cout_group_) * out_plane;
         const kernels::PackedGemmWeights& w = packed_[grp];
         if (in_plane > 0) {
           const int64_t tasks =
@@ -106,16 +104,13 @@ class ConvTranspose2dOp final : public Op {
     }
   }
 
+  bool accepts_sparse_constant(size_t input) const override { return input == 1; }
+
   void describe(const std::vector<Shape>& inputs, const std::vector<Shape>& outputs,
                 NodeInfo* info) const override {
     kernels::ConvGeometry g;
     const Shape out = plan(inputs[0], &g);
-    info->weight_storage = weight_.storage == format::Storage::kCsr ? "csr" : "dense";
-    info->weight_shape = weight_.dims;
-    info->weight_elements = weight_.elements;
-    info->weight_nnz = weight_.storage == format::Storage::kCsr ? static_cast<int64_t>(weight_.nnz)
-                                                                : weight_.elements;
-    info->weight_bytes = static_cast<int64_t>(weight_.stored_bytes());
+    LayerWeights(weight_, kernels::Isa::kScalar).describe(false, info);
     info->flops = 2 * weight_.elements * g.in_h * g.in_w * out[0];
     info->dense_flops = info->flops;
     info->kernel = std::string(gemm_->name) + "+col2im";
@@ -172,10 +167,9 @@ class ConvTranspose2dOp final : public Op {
 
 }  // namespace
 
-std::unique_ptr<Op> create_conv_transpose2d(const NodeContext& ctx) {
+std::unique_ptr<Op> create_conv_transpose(const NodeContext& ctx) {
   ctx.check_input_count(2, 3);
   ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input X must be an activation");
   const format::TensorInfo& w = ctx.require_constant(1, "weight");
   if (w.dims.size() != 4)
     ctx.fail("weight '" + w.name + "' must be 4-D [C, Cout/groups, kH, kW], got " +
@@ -185,7 +179,7 @@ std::unique_ptr<Op> create_conv_transpose2d(const NodeContext& ctx) {
   const float* bias = nullptr;
   if (ctx.has_input(2)) {
     const format::TensorInfo& b = ctx.require_constant(2, "bias");
-    const int64_t groups = ctx.attr_int("groups", 1);
+    const int64_t groups = ctx.attr_int("group", 1, 1, w.dims[0]);
     if (b.storage != format::Storage::kDense || b.elements != w.dims[1] * groups)
       ctx.fail("bias '" + b.name + "' must be dense with Cout = " +
                std::to_string(w.dims[1] * groups) + " elements, got " + shape_string(b.dims));

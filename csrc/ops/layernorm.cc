@@ -16,8 +16,8 @@ namespace {
 class LayerNormOp final : public Op {
  public:
   LayerNormOp(int64_t axis, double epsilon, const format::TensorInfo* gamma,
-              const format::TensorInfo* beta)
-      : axis_(axis), epsilon_(epsilon), gamma_(gamma), beta_(beta) {}
+              const format::TensorInfo* beta, kernels::Isa isa)
+      : axis_(axis), epsilon_(epsilon), gamma_(gamma), beta_(beta), eltwise_(&kernels::eltwise_kernel(isa)) {}
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
     const Shape& x = inputs[0];
@@ -41,11 +41,11 @@ class LayerNormOp final : public Op {
     for (size_t d = axis; d < xs.size(); ++d) n *= xs[d];
     const int64_t rows = n == 0 ? 0 : shape_elements(xs) / n;
     if (rows == 0) return;
-    const float* x = inputs[0].data;
-    float* y = outputs[0].data;
+    const float* x = inputs[0].f32();
+    float* y = outputs[0].f32();
     const float* gamma = gamma_ ? static_cast<const float*>(gamma_->data) : nullptr;
     const float* beta = beta_ ? static_cast<const float*>(beta_->data) : nullptr;
-    const kernels::LayerNormRowFn row = kernels::eltwise_best().layernorm_row;
+    const kernels::LayerNormRowFn row = eltwise_->layernorm_row;
     const double epsilon = epsilon_;
     const int64_t per_task = std::max<int64_t>(1, 16384 / n);
     ctx.parallel_for((rows + per_task - 1) / per_task, [&](int64_t t) {
@@ -58,33 +58,28 @@ class LayerNormOp final : public Op {
 
   void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
                 NodeInfo* info) const override {
-    info->kernel = kernels::eltwise_best().layernorm_name;
+    info->kernel = eltwise_->layernorm_name;
     info->flops = 8 * shape_elements(inputs[0]);
     info->dense_flops = info->flops;
   }
 
  private:
   int64_t normalized_axis(size_t rank) const {
-    const int64_t r = static_cast<int64_t>(rank);
-    const int64_t a = axis_ < 0 ? axis_ + r : axis_;
-    if (a < 0 || a >= r)
-      shape_error("LayerNorm axis " + std::to_string(axis_) + " is out of range for rank " +
-                  std::to_string(rank));
-    return a;
+    return normalize_axis(axis_, static_cast<int64_t>(rank), "LayerNormalization axis");
   }
 
   int64_t axis_;
   double epsilon_;
   const format::TensorInfo* gamma_;
   const format::TensorInfo* beta_;
+  const kernels::EltwiseKernel* eltwise_;
 };
 
 }  // namespace
 
-std::unique_ptr<Op> create_layer_norm(const NodeContext& ctx) {
+std::unique_ptr<Op> create_layer_normalization(const NodeContext& ctx) {
   ctx.check_input_count(1, 3);
   ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input X must be an activation, not a constant");
   const format::TensorInfo* params[2] = {nullptr, nullptr};
   const char* names[2] = {"gamma", "beta"};
   for (int i = 0; i < 2; ++i) {
@@ -93,10 +88,8 @@ std::unique_ptr<Op> create_layer_norm(const NodeContext& ctx) {
     if (params[i]->storage != format::Storage::kDense)
       ctx.fail(std::string(names[i]) + " '" + params[i]->name + "' must be stored dense");
   }
-  const double epsilon = ctx.attr_float("epsilon", 1e-5);
-  if (!(epsilon >= 0.0) || !std::isfinite(epsilon))
-    ctx.fail("attribute 'epsilon' must be >= 0 and finite");
-  return std::make_unique<LayerNormOp>(ctx.attr_int("axis", -1), epsilon, params[0], params[1]);
+  const double epsilon = ctx.attr_float("epsilon", 1e-5, 0.0, 1e10);
+  return std::make_unique<LayerNormOp>(ctx.attr_axis("axis", -1), epsilon, params[0], params[1], ctx.isa());
 }
 
 }  // namespace ops

@@ -20,7 +20,6 @@
 //   batch > 1 (SpMM vs GEMM):              sparse below density 0.28
 // With LoadOptions::tune both kernels are timed at load on this machine.
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <random>
 
@@ -28,7 +27,7 @@
 
 #include "kernels/kernels.h"
 #include "ops/activation.h"
-#include "ops/conv_common.h"
+#include "ops/layer_weights.h"
 #include "ops/op.h"
 #include "ops/partition.h"
 
@@ -56,45 +55,35 @@ int64_t last_level_cache_bytes() {
 
 class LinearOp final : public Op {
  public:
-  LinearOp(const format::TensorInfo& w, const float* bias, Activation act, bool tune)
-      : rows_(w.dims[0]), cols_(w.dims[1]), bias_(bias), act_(act), weight_(w) {
+  LinearOp(const NodeContext& ctx, const format::TensorInfo& w, const float* bias)
+      : weights_(w, ctx.isa()), rows_(w.dims[0]), cols_(w.dims[1]), bias_(bias),
+        act_(parse_fused_activation(ctx)) {
     const int64_t elements = rows_ * cols_;
-    if (w.storage == format::Storage::kCsr) {
-      csr_.rows = w.rows;
-      csr_.cols = w.cols;
-      csr_.row_ptr = w.row_ptr;
-      csr_.col_idx16 = w.col_idx16;
-      csr_.col_idx32 = w.col_idx32;
-      csr_.values = w.values;
-      nnz_ = static_cast<int64_t>(w.nnz);
-    } else {
-      const float* data = static_cast<const float*>(w.data);
-      nnz_ = 0;
-      for (int64_t i = 0; i < elements; ++i) nnz_ += data[i] != 0.0f;
-    }
-    const double density = elements == 0 ? 1.0 : static_cast<double>(nnz_) / static_cast<double>(elements);
+    const double density = weights_.density();
     const double batch1_max_density = elements > last_level_cache_bytes() / 4
                                           ? kSparseMaxDensityBatch1Streaming
                                           : kSparseMaxDensityBatch1Cached;
     // Build the representation(s) some batch regime will run.
     bool want_sparse = density <= std::max(batch1_max_density, kSparseMaxDensityBatched);
     bool want_dense = density > std::min(batch1_max_density, kSparseMaxDensityBatched);
-    // tune keeps both, but never densifies more than 1 GiB of weights
-    if (tune && elements > 0 && elements <= (int64_t{1} << 28)) want_sparse = want_dense = true;
-    if (want_sparse) ensure_csr();
-    if (want_dense) ensure_dense();
-    sparse_batch1_ = has_csr() && (!has_dense() || density <= batch1_max_density);
-    sparse_batched_ = has_csr() && (!has_dense() || density <= kSparseMaxDensityBatched);
-    if (tune && has_csr() && has_dense()) {
+    const LoadConfig::LayerKernel forced = ctx.config().layer_kernel;
+    const bool tune = ctx.tune() && elements > 0 && elements <= kTuneMaxDenseElements;
+    if (tune || forced != LoadConfig::LayerKernel::kAuto) want_sparse = want_dense = true;
+    if (elements == 0) want_sparse = want_dense = false;
+    if (want_sparse) weights_.ensure_csr();
+    if (want_dense) weights_.ensure_dense();
+    sparse_batch1_ = weights_.has_csr() && (!weights_.has_dense() || density <= batch1_max_density);
+    sparse_batched_ = weights_.has_csr() && (!weights_.has_dense() || density <= kSparseMaxDensityBatched);
+    if (forced != LoadConfig::LayerKernel::kAuto) {
+      sparse_batch1_ = sparse_batched_ = forced == LoadConfig::LayerKernel::kSparse;
+    } else if (tune && weights_.has_csr() && weights_.has_dense()) {
       sparse_batch1_ = time_sparse_vs_dense(1);
       sparse_batched_ = time_sparse_vs_dense(kTuneBatch);
       // drop the representation no regime uses
       if (!sparse_batch1_ && !sparse_batched_) {
-        owned_csr_ = OwnedCsr();
-        spmm_ = nullptr;
+        weights_.drop_csr();
       } else if (sparse_batch1_ && sparse_batched_) {
-        packed_ = kernels::PackedGemmWeights();
-        gemm_ = nullptr;
+        weights_.drop_dense();
       }
     }
   }
@@ -110,15 +99,15 @@ class LinearOp final : public Op {
   }
 
   size_t scratch_bytes(const std::vector<Shape>& inputs, int threads) const override {
-    const int64_t batch = cols_ == 0 ? 0 : shape_elements(inputs[0]) / cols_;
+    const int64_t batch = batch_of(inputs[0]);
     if (batch <= 1) return 0;
     return sizeof(float) * static_cast<size_t>(batch * (cols_ + rows_)) + 128;
   }
 
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
-    const int64_t batch = cols_ == 0 ? 0 : shape_elements(inputs[0].shape) / cols_;
-    float* y = outputs[0].data;
+    const int64_t batch = batch_of(inputs[0].shape);
+    float* y = outputs[0].f32();
     if (rows_ == 0 || batch == 0) return;
     if (cols_ == 0) {  // empty reduction: bias only
       for (int64_t b = 0; b < batch; ++b) {
@@ -127,50 +116,33 @@ class LinearOp final : public Op {
       }
       return;
     }
-    compute_all(ctx, inputs[0].data, batch, y, static_cast<float*>(ctx.scratch()));
+    compute_all(ctx, inputs[0].f32(), batch, y, static_cast<float*>(ctx.scratch()));
   }
 
   void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
                 NodeInfo* info) const override {
-    const int64_t batch = cols_ == 0 ? 0 : shape_elements(inputs[0]) / cols_;
+    const int64_t batch = batch_of(inputs[0]);
     const bool sparse = use_sparse(batch);
-    info->weight_storage = weight_.storage == format::Storage::kCsr ? "csr" : "dense";
-    info->weight_shape = {rows_, cols_};
-    info->weight_elements = rows_ * cols_;
-    info->weight_nnz = weight_.storage == format::Storage::kCsr ? nnz_ : rows_ * cols_;
-    info->weight_bytes = static_cast<int64_t>(weight_.stored_bytes());
-    info->flops = 2 * (sparse ? nnz_ : rows_ * cols_) * batch;
+    weights_.describe(sparse, info);
+    info->flops = 2 * (sparse ? weights_.nnz() : rows_ * cols_) * batch;
     info->dense_flops = 2 * rows_ * cols_ * batch;
     if (rows_ * cols_ == 0) {
       info->kernel = "bias_only";
       return;
     }
-    info->kernel = sparse ? spmm_->name : gemm_->name;
-    const bool stored_sparse = weight_.storage == format::Storage::kCsr;
-    if (sparse != stored_sparse) info->kernel += sparse ? " (sparse copy of dense)" : " (densified)";
+    info->kernel = std::string(sparse ? weights_.spmm().name : weights_.gemm().name) + weights_.storage_note(sparse);
   }
+
+  bool accepts_sparse_constant(size_t input) const override { return input == 1; }
 
  private:
-  bool has_csr() const { return spmm_ != nullptr; }
-  bool has_dense() const { return gemm_ != nullptr; }
+  // Rows of X: the product of every dim but the last (which is cols_).
+  static int64_t batch_of(const Shape& x) {
+    int64_t b = 1;
+    for (size_t i = 0; i + 1 < x.size(); ++i) b *= x[i];
+    return b;
+  }
   bool use_sparse(int64_t batch) const { return batch <= 1 ? sparse_batch1_ : sparse_batched_; }
-
-  void ensure_csr() {
-    spmm_ = &kernels::spmm_best();
-    if (weight_.storage == format::Storage::kCsr) return;
-    build_owned_csr(static_cast<const float*>(weight_.data), rows_, cols_, &owned_csr_);
-    csr_ = owned_csr_.view;
-  }
-
-  void ensure_dense() {
-    gemm_ = &kernels::gemm_best();
-    if (weight_.storage == format::Storage::kDense) {
-      gemm_->pack(static_cast<const float*>(weight_.data), rows_, cols_, cols_, &packed_);
-      return;
-    }
-    const kernels::AlignedFloats dense = densify_weight(weight_);
-    gemm_->pack(dense.data(), rows_, cols_, cols_, &packed_);
-  }
 
   // Times both kernels (single thread) on a random batch; true if sparse wins.
   bool time_sparse_vs_dense(int64_t batch) const {
@@ -179,16 +151,12 @@ class LinearOp final : public Op {
     std::vector<float> x(static_cast<size_t>(cols_ * batch)), y(static_cast<size_t>(rows_ * batch));
     for (auto& v : x) v = dist(gen);
     auto time_one = [&](bool sparse) {
-      double best = 1e30;
-      for (int rep = 0; rep < 5; ++rep) {
-        auto t0 = std::chrono::steady_clock::now();
+      return best_time([&] {
         if (sparse)
-          spmm_->fn(csr_, 0, rows_, x.data(), batch, batch, bias_, y.data(), batch);
+          weights_.spmm().fn(weights_.csr(), 0, rows_, x.data(), batch, batch, bias_, y.data(), batch);
         else
-          gemm_->fn(packed_, 0, rows_, x.data(), batch, batch, bias_, y.data(), batch);
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      return best;
+          weights_.gemm().fn(weights_.packed(), 0, rows_, x.data(), batch, batch, bias_, y.data(), batch);
+      });
     };
     return time_one(true) <= time_one(false);
   }
@@ -196,18 +164,18 @@ class LinearOp final : public Op {
   void compute(bool sparse, int64_t r0, int64_t r1, const float* x, int64_t ldx, int64_t n, float* y,
                int64_t ldy) const {
     if (sparse) {
-      spmm_->fn(csr_, r0, r1, x, ldx, n, bias_, y, ldy);
+      weights_.spmm().fn(weights_.csr(), r0, r1, x, ldx, n, bias_, y, ldy);
     } else {
-      gemm_->fn(packed_, r0, r1, x, ldx, n, bias_, y, ldy);
+      weights_.gemm().fn(weights_.packed(), r0, r1, x, ldx, n, bias_, y, ldy);
     }
   }
 
   void compute_all(const RunContext& ctx, const float* x, int64_t batch, float* y, float* scratch) const {
     const bool sparse = use_sparse(batch);
-    const int64_t work = (sparse ? nnz_ : rows_ * cols_) * batch;
+    const int64_t work = (sparse ? weights_.nnz() : rows_ * cols_) * batch;
     const int64_t tasks = partition_task_count(ctx.threads(), work, rows_);
-    const std::vector<int64_t> bounds = sparse ? partition_csr_rows(csr_.row_ptr, rows_, tasks)
-                                               : partition_rows(rows_, tasks, packed_.row_block);
+    const std::vector<int64_t> bounds = sparse ? partition_csr_rows(weights_.csr().row_ptr, rows_, tasks)
+                                               : partition_rows(rows_, tasks, weights_.packed().row_block);
     const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
     if (batch == 1) {
       ctx.parallel_for(n_tasks, [&](int64_t t) {
@@ -241,18 +209,12 @@ class LinearOp final : public Op {
     });
   }
 
+  LayerWeights weights_;
   int64_t rows_, cols_;
   const float* bias_;
   Activation act_;
-  const format::TensorInfo& weight_;
-  int64_t nnz_ = 0;
   bool sparse_batch1_ = false;
   bool sparse_batched_ = false;
-  kernels::CsrMatrix csr_;
-  OwnedCsr owned_csr_;  // CSR copy of a dense weight
-  const kernels::SpmmKernel* spmm_ = nullptr;
-  const kernels::GemmKernel* gemm_ = nullptr;
-  kernels::PackedGemmWeights packed_;
 };
 
 }  // namespace
@@ -260,7 +222,6 @@ class LinearOp final : public Op {
 std::unique_ptr<Op> create_linear(const NodeContext& ctx) {
   ctx.check_input_count(2, 3);
   ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input X must be an activation");
   const format::TensorInfo& w = ctx.require_constant(1, "weight");
   if (w.dims.size() != 2)
     ctx.fail("weight '" + w.name + "' must be 2-D [out_features, in_features], got " +
@@ -273,7 +234,7 @@ std::unique_ptr<Op> create_linear(const NodeContext& ctx) {
                shape_string(b.dims));
     bias = static_cast<const float*>(b.data);
   }
-  return std::make_unique<LinearOp>(w, bias, parse_fused_activation(ctx), ctx.tune());
+  return std::make_unique<LinearOp>(ctx, w, bias);
 }
 
 }  // namespace ops

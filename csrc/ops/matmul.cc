@@ -68,7 +68,7 @@ int64_t batch_offset(const Shape& s, const Shape& batch, int64_t index, int64_t 
 
 class MatMulOp final : public Op {
  public:
-  MatMulOp() : gemm_(&kernels::gemm_best()) {}
+  explicit MatMulOp(kernels::Isa isa) : gemm_(&kernels::gemm_kernel(isa)) {}
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
     const MatMulDims d = matmul_dims(inputs[0], inputs[1]);
@@ -83,7 +83,7 @@ class MatMulOp final : public Op {
     const Shape& as = inputs[0].shape;
     const Shape& bs = inputs[1].shape;
     MatMulDims d = matmul_dims(as, bs);
-    float* c = outputs[0].data;
+    float* c = outputs[0].f32();
     if (d.batches * d.m * d.n == 0) return;
     if (d.k == 0) {
       std::memset(c, 0, sizeof(float) * d.batches * d.m * d.n);
@@ -105,8 +105,8 @@ class MatMulOp final : public Op {
     const int64_t tasks_per_batch = std::max<int64_t>(1, (want + batches - 1) / batches);
     const std::vector<int64_t> bounds = partition_rows(m, tasks_per_batch, 16);
     const int64_t row_tasks = static_cast<int64_t>(bounds.size()) - 1;
-    const float* a = inputs[0].data;
-    const float* b = inputs[1].data;
+    const float* a = inputs[0].f32();
+    const float* b = inputs[1].f32();
     ctx.parallel_for(batches * row_tasks, [&](int64_t t) {
       const int64_t batch = t / row_tasks, part = t % row_tasks;
       const int64_t r0 = bounds[part], r1 = bounds[part + 1];
@@ -137,13 +137,7 @@ class MatMulOp final : public Op {
 std::unique_ptr<Op> create_matmul(const NodeContext& ctx) {
   ctx.check_input_count(2, 2);
   ctx.check_output_count(1);
-  for (size_t i = 0; i < 2; ++i) {
-    const format::TensorInfo* t = ctx.constant(i);
-    if (t != nullptr && (t->storage != format::Storage::kDense || t->dtype != DType::kFloat32))
-      ctx.fail("constant operand '" + t->name +
-               "' must be dense float32 (use Linear for a CSR weight)");
-  }
-  return std::make_unique<MatMulOp>();
+  return std::make_unique<MatMulOp>(ctx.isa());
 }
 
 }  // namespace ops

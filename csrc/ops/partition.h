@@ -27,20 +27,27 @@ inline std::vector<int64_t> partition_rows(int64_t rows, int64_t tasks, int64_t 
   return bounds;
 }
 
-// Boundaries with about equal nonzeros per task (plus one per row, so runs of
-// empty rows still spread).
-inline std::vector<int64_t> partition_csr_rows(const uint32_t* row_ptr, int64_t rows, int64_t tasks) {
+// Row boundaries over [r_begin, r_end) with about equal nonzeros per task
+// (plus one per row, so runs of empty rows still spread).
+inline std::vector<int64_t> partition_csr_range(const uint32_t* row_ptr, int64_t r_begin, int64_t r_end,
+                                                int64_t tasks) {
+  const int64_t rows = r_end - r_begin;
   tasks = std::max<int64_t>(1, std::min(tasks, rows));
-  std::vector<int64_t> bounds(tasks + 1, rows);
-  bounds[0] = 0;
-  const double total = static_cast<double>(row_ptr[rows]) + static_cast<double>(rows);
-  int64_t r = 0;
+  std::vector<int64_t> bounds(tasks + 1, r_end);
+  bounds[0] = r_begin;
+  const double base = static_cast<double>(row_ptr[r_begin]) + static_cast<double>(r_begin);
+  const double total = static_cast<double>(row_ptr[r_end]) + static_cast<double>(r_end) - base;
+  int64_t r = r_begin;
   for (int64_t t = 1; t < tasks; ++t) {
-    const double target = total * static_cast<double>(t) / static_cast<double>(tasks);
-    while (r < rows && static_cast<double>(row_ptr[r]) + static_cast<double>(r) < target) ++r;
+    const double target = base + total * static_cast<double>(t) / static_cast<double>(tasks);
+    while (r < r_end && static_cast<double>(row_ptr[r]) + static_cast<double>(r) < target) ++r;
     bounds[t] = r;
   }
   return bounds;
+}
+
+inline std::vector<int64_t> partition_csr_rows(const uint32_t* row_ptr, int64_t rows, int64_t tasks) {
+  return partition_csr_range(row_ptr, 0, rows, tasks);
 }
 
 }  // namespace ops

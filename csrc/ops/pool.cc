@@ -1,12 +1,19 @@
-// MaxPool2d, AvgPool2d and GlobalAveragePool over NCHW activations.
+// MaxPool, AveragePool (1-D, 2-D and 3-D), GlobalAveragePool and
+// GlobalMaxPool over [N, C, spatial...] activations.
 //
 // Output size follows PyTorch (aten/src/ATen/native/Pool.h,
-// pooling_output_shape) with asymmetric pads [top, left, bottom, right]:
+// pooling_output_shape) with asymmetric pads (ONNX order: all begins, then
+// all ends; for 2-D [top, left, bottom, right]):
 //   out = floor((in + begin + end - d*(k-1) - 1 [+ s-1 if ceil_mode]) / s) + 1
 // and, with ceil_mode, the last window is dropped when it would start in the
-// end padding ((out-1)*s >= in + begin). The valid kernel taps of every output
-// row and column are computed once per run, so the inner loops never test
-// bounds. Work is split over (n, c) planes.
+// end padding ((out-1)*s >= in + begin). Every case runs as 3-D (missing
+// leading spatial dims have size 1). The valid kernel taps of every output
+// index along each axis are computed once per run, so the inner loops never
+// test bounds, and pooling is separable: per output (depth, row) the max (or
+// sum) over the depth and row taps is taken for the whole input row
+// (contiguous, vectorises), then over the column taps of each output. Work is
+// split over (n, c) planes. Attributes are bounded at load (window, stride,
+// pad and dilation <= 2^24), so no tap arithmetic can overflow.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -17,34 +24,37 @@ namespace sparsert {
 namespace ops {
 namespace {
 
+constexpr int kMaxPoolRank = 3;
+
 struct PoolGeometry {
-  int64_t kernel[2] = {1, 1};
-  int64_t strides[2] = {1, 1};
-  int64_t pads[4] = {0, 0, 0, 0};  // top, left, bottom, right
-  int64_t dilations[2] = {1, 1};
+  int rank = 2;  // spatial dims, 1..3
+  // per spatial axis, in 3-D form (index 3 - rank + i holds axis i)
+  int64_t kernel[3] = {1, 1, 1};
+  int64_t strides[3] = {1, 1, 1};
+  int64_t pad_begin[3] = {0, 0, 0};
+  int64_t pad_end[3] = {0, 0, 0};
+  int64_t dilations[3] = {1, 1, 1};
   bool ceil_mode = false;
 
-  int64_t pad_begin(int d) const { return pads[d]; }
-  int64_t pad_end(int d) const { return pads[d + 2]; }
   int64_t extent(int d) const { return dilations[d] * (kernel[d] - 1) + 1; }
 
   int64_t output_size(int d, int64_t in) const {
     const int64_t s = strides[d];
-    const int64_t span = in + pad_begin(d) + pad_end(d) - extent(d);
+    const int64_t span = in + pad_begin[d] + pad_end[d] - extent(d);
     if (span < 0)
       shape_error("pooling window (extent " + std::to_string(extent(d)) +
-                  ") is larger than the padded input (" +
-                  std::to_string(in + pad_begin(d) + pad_end(d)) + ") along " +
-                  (d == 0 ? "H" : "W"));
+                  ") is larger than the padded input (" + std::to_string(in + pad_begin[d] + pad_end[d]) +
+                  ") along spatial axis " + std::to_string(d - (3 - rank)));
     int64_t out = (span + (ceil_mode ? s - 1 : 0)) / s + 1;
-    if (ceil_mode && (out - 1) * s >= in + pad_begin(d)) --out;
+    if (ceil_mode && (out - 1) * s >= in + pad_begin[d]) --out;
     return out;
   }
 };
 
 // For output index o along one axis: the first input index of the window
 // (may be negative) and the range [tap_begin, tap_end) of kernel taps that
-// fall inside the input.
+// fall inside the input; window_end is the window's end clipped to the padded
+// input (the AveragePool divisor with count_include_pad).
 struct AxisTaps {
   std::vector<int64_t> start, tap_begin, tap_end, window_end;
 };
@@ -57,115 +67,123 @@ AxisTaps axis_taps(const PoolGeometry& g, int d, int64_t in, int64_t out) {
   t.window_end.resize(out);
   const int64_t dil = g.dilations[d];
   for (int64_t o = 0; o < out; ++o) {
-    const int64_t s = o * g.strides[d] - g.pad_begin(d);
-    int64_t tb = s >= 0 ? 0 : (-s + dil - 1) / dil;
+    const int64_t s = o * g.strides[d] - g.pad_begin[d];
+    const int64_t tb = s >= 0 ? 0 : (-s + dil - 1) / dil;
     int64_t te = in - 1 - s < 0 ? 0 : std::min(g.kernel[d], (in - 1 - s) / dil + 1);
     if (te < tb) te = tb;
     t.start[o] = s;
     t.tap_begin[o] = tb;
     t.tap_end[o] = te;
-    // window end clipped to the padded input (AvgPool divisor with count_include_pad)
-    t.window_end[o] = std::min(s + g.kernel[d], in + g.pad_end(d));
+    t.window_end[o] = std::min(s + g.kernel[d], in + g.pad_end[d]);
   }
   return t;
 }
 
 enum class PoolKind { kMax, kAvg };
 
-class Pool2dOp final : public Op {
+// The spatial dims of x in 3-D form.
+void spatial3(const Shape& x, int rank, int64_t out[3]) {
+  for (int i = 0; i < 3; ++i) out[i] = 1;
+  for (int i = 0; i < rank; ++i) out[3 - rank + i] = x[2 + i];
+}
+
+class PoolOp final : public Op {
  public:
-  Pool2dOp(PoolKind kind, PoolGeometry g, bool count_include_pad)
+  PoolOp(PoolKind kind, PoolGeometry g, bool count_include_pad)
       : kind_(kind), g_(g), count_include_pad_(count_include_pad) {}
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
     const Shape& x = inputs[0];
-    if (x.size() != 4) shape_error("input must be 4-D [N, C, H, W], got " + shape_string(x));
-    return {{x[0], x[1], g_.output_size(0, x[2]), g_.output_size(1, x[3])}};
+    if (static_cast<int>(x.size()) != 2 + g_.rank)
+      shape_error("input must be " + std::to_string(2 + g_.rank) + "-D [N, C, " + std::to_string(g_.rank) +
+                  " spatial dims] for a " + std::to_string(g_.rank) + "-D window, got " + shape_string(x));
+    Shape y = {x[0], x[1]};
+    int64_t in[3];
+    spatial3(x, g_.rank, in);
+    for (int i = 3 - g_.rank; i < 3; ++i) y.push_back(g_.output_size(i, in[i]));
+    return {y};
   }
 
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
     const Shape& xs = inputs[0].shape;
-    const Shape& ys = outputs[0].shape;
     const int64_t planes = xs[0] * xs[1];
-    const int64_t ih = xs[2], iw = xs[3], oh = ys[2], ow = ys[3];
-    if (planes * oh * ow == 0) return;
-    const AxisTaps th = axis_taps(g_, 0, ih, oh);
-    const AxisTaps tw = axis_taps(g_, 1, iw, ow);
-    const float* x = inputs[0].data;
-    float* y = outputs[0].data;
-    const int64_t per_task =
-        std::max<int64_t>(1, 16384 / std::max<int64_t>(1, oh * ow * g_.kernel[0] * g_.kernel[1]));
+    int64_t in[3], out[3];
+    spatial3(xs, g_.rank, in);
+    spatial3(outputs[0].shape, g_.rank, out);
+    const int64_t out_plane = out[0] * out[1] * out[2], in_plane = in[0] * in[1] * in[2];
+    if (planes * out_plane == 0) return;
+    AxisTaps taps[3];
+    for (int d = 0; d < 3; ++d) taps[d] = axis_taps(g_, d, in[d], out[d]);
+    const float* x = inputs[0].f32();
+    float* y = outputs[0].f32();
+    const int64_t window = g_.kernel[0] * g_.kernel[1] * g_.kernel[2];
+    const int64_t per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out_plane * window));
     const int64_t tasks = (planes + per_task - 1) / per_task;
     ctx.parallel_for(tasks, [&](int64_t t) {
       const int64_t p1 = std::min(planes, (t + 1) * per_task);
-      std::vector<float> vrow(kind_ == PoolKind::kMax ? static_cast<size_t>(iw) : 0);
-      for (int64_t p = t * per_task; p < p1; ++p) {
-        const float* xp = x + p * ih * iw;
-        float* yp = y + p * oh * ow;
-        if (kind_ == PoolKind::kMax)
-          max_plane(xp, iw, yp, oh, ow, th, tw, vrow.data());
-        else
-          avg_plane(xp, iw, yp, oh, ow, th, tw);
-      }
+      std::vector<float> vrow(static_cast<size_t>(in[2]));
+      for (int64_t p = t * per_task; p < p1; ++p)
+        pool_plane(x + p * in_plane, in, y + p * out_plane, out, taps, vrow.data());
     });
   }
 
-  void describe(const std::vector<Shape>&, const std::vector<Shape>& outputs,
-                NodeInfo* info) const override {
-    info->kernel = kind_ == PoolKind::kMax ? "maxpool2d_separable" : "avgpool2d_direct";
-    info->flops = shape_elements(outputs[0]) * g_.kernel[0] * g_.kernel[1];
+  void describe(const std::vector<Shape>&, const std::vector<Shape>& outputs, NodeInfo* info) const override {
+    info->kernel = kind_ == PoolKind::kMax ? "maxpool_separable" : "avgpool_separable";
+    info->flops = shape_elements(outputs[0]) * g_.kernel[0] * g_.kernel[1] * g_.kernel[2];
     info->dense_flops = info->flops;
   }
 
  private:
-  // Separable: the max over the window's rows is taken first for the whole
-  // input row (contiguous, vectorises), then over the columns of each output.
   // PyTorch propagates NaN: a NaN tap wins, and nan_max keeps it.
   static inline float nan_max(float m, float v) { return (v > m || v != v) ? v : m; }
 
-  void max_plane(const float* x, int64_t iw, float* y, int64_t oh, int64_t ow, const AxisTaps& th,
-                 const AxisTaps& tw, float* vrow) const {
-    const int64_t dh = g_.dilations[0], dw = g_.dilations[1];
+  void pool_plane(const float* x, const int64_t in[3], float* y, const int64_t out[3], const AxisTaps taps[3],
+                  float* vrow) const {
+    const int64_t dd = g_.dilations[0], dh = g_.dilations[1], dw = g_.dilations[2];
+    const int64_t iw = in[2];
+    const bool is_max = kind_ == PoolKind::kMax;
     const float neg_inf = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < oh; ++i) {
-      const int64_t a0 = th.tap_begin[i], a1 = th.tap_end[i];
-      float* yrow = y + i * ow;
-      if (a0 >= a1) {
-        std::fill(yrow, yrow + ow, neg_inf);
-        continue;
-      }
-      const float* first = x + (th.start[i] + a0 * dh) * iw;
-      std::copy(first, first + iw, vrow);
-      for (int64_t a = a0 + 1; a < a1; ++a) {
-        const float* row = x + (th.start[i] + a * dh) * iw;
-        for (int64_t k = 0; k < iw; ++k) vrow[k] = nan_max(vrow[k], row[k]);
-      }
-      for (int64_t j = 0; j < ow; ++j) {
-        const float* v = vrow + tw.start[j];
-        float m = neg_inf;
-        for (int64_t b = tw.tap_begin[j]; b < tw.tap_end[j]; ++b) m = nan_max(m, v[b * dw]);
-        yrow[j] = m;
-      }
-    }
-  }
-
-  void avg_plane(const float* x, int64_t iw, float* y, int64_t oh, int64_t ow, const AxisTaps& th,
-                 const AxisTaps& tw) const {
-    for (int64_t i = 0; i < oh; ++i) {
-      for (int64_t j = 0; j < ow; ++j) {
-        float sum = 0.0f;
-        for (int64_t a = th.tap_begin[i]; a < th.tap_end[i]; ++a) {
-          const float* row = x + (th.start[i] + a) * iw + tw.start[j];
-          for (int64_t b = tw.tap_begin[j]; b < tw.tap_end[j]; ++b) sum += row[b];
+    const AxisTaps &td = taps[0], &th = taps[1], &tw = taps[2];
+    for (int64_t od = 0; od < out[0]; ++od) {
+      for (int64_t oh = 0; oh < out[1]; ++oh) {
+        float* yrow = y + (od * out[1] + oh) * out[2];
+        // reduce the (depth, row) taps into vrow
+        bool first = true;
+        for (int64_t a = td.tap_begin[od]; a < td.tap_end[od]; ++a) {
+          const float* slice = x + (td.start[od] + a * dd) * in[1] * iw;
+          for (int64_t b = th.tap_begin[oh]; b < th.tap_end[oh]; ++b) {
+            const float* row = slice + (th.start[oh] + b * dh) * iw;
+            if (first) {
+              std::copy(row, row + iw, vrow);
+              first = false;
+            } else if (is_max) {
+              for (int64_t k = 0; k < iw; ++k) vrow[k] = nan_max(vrow[k], row[k]);
+            } else {
+              for (int64_t k = 0; k < iw; ++k) vrow[k] += row[k];
+            }
+          }
         }
-        int64_t count;
-        if (count_include_pad_) {
-          count = (th.window_end[i] - th.start[i]) * (tw.window_end[j] - tw.start[j]);
-        } else {
-          count = (th.tap_end[i] - th.tap_begin[i]) * (tw.tap_end[j] - tw.tap_begin[j]);
+        if (first) {  // the window sees only padding
+          std::fill(yrow, yrow + out[2], is_max ? neg_inf : 0.0f);
+          continue;
         }
-        y[i * ow + j] = sum / static_cast<float>(count);
+        const int64_t rows_in = (td.tap_end[od] - td.tap_begin[od]) * (th.tap_end[oh] - th.tap_begin[oh]);
+        const int64_t rows_all = (td.window_end[od] - td.start[od]) * (th.window_end[oh] - th.start[oh]);
+        for (int64_t j = 0; j < out[2]; ++j) {
+          const int64_t s0 = tw.start[j];
+          if (is_max) {
+            float m = neg_inf;
+            for (int64_t c = tw.tap_begin[j]; c < tw.tap_end[j]; ++c) m = nan_max(m, vrow[s0 + c * dw]);
+            yrow[j] = m;
+          } else {
+            float sum = 0.0f;
+            for (int64_t c = tw.tap_begin[j]; c < tw.tap_end[j]; ++c) sum += vrow[s0 + c * dw];
+            const int64_t count = count_include_pad_ ? rows_all * (tw.window_end[j] - tw.start[j])
+                                                     : rows_in * (tw.tap_end[j] - tw.tap_begin[j]);
+            yrow[j] = sum / static_cast<float>(std::max<int64_t>(count, 1));
+          }
+        }
       }
     }
   }
@@ -175,58 +193,48 @@ class Pool2dOp final : public Op {
   bool count_include_pad_;
 };
 
-// Reads kernel / strides / pads / dilations / ceil_mode, validating each.
+// Reads kernel_shape / strides / pads / dilations / ceil_mode, validating each.
 PoolGeometry parse_geometry(const NodeContext& ctx, bool has_dilations) {
   PoolGeometry g;
-  if (!ctx.has_attr("kernel")) ctx.fail("attribute 'kernel' (INTS [kh, kw]) is required");
-  const std::vector<int64_t> kernel = ctx.attr_ints("kernel", {});
-  if (kernel.size() != 2 || kernel[0] < 1 || kernel[1] < 1)
-    ctx.fail("attribute 'kernel' must be 2 positive ints [kh, kw], got " + shape_string(kernel));
-  const std::vector<int64_t> strides = ctx.attr_ints("strides", kernel);
-  if (strides.size() != 2 || strides[0] < 1 || strides[1] < 1)
-    ctx.fail("attribute 'strides' must be 2 positive ints [sh, sw], got " + shape_string(strides));
-  const std::vector<int64_t> pads = ctx.attr_ints("pads", {0, 0, 0, 0});
-  if (pads.size() != 4)
-    ctx.fail("attribute 'pads' must be 4 ints [top, left, bottom, right], got " +
-             shape_string(pads));
-  const std::vector<int64_t> dilations = ctx.attr_ints("dilations", {1, 1});
-  if (dilations.size() != 2 || dilations[0] < 1 || dilations[1] < 1)
-    ctx.fail("attribute 'dilations' must be 2 positive ints [dh, dw], got " +
-             shape_string(dilations));
-  if (!has_dilations && (dilations[0] != 1 || dilations[1] != 1))
-    ctx.fail("attribute 'dilations' must be [1, 1] (this op has no dilation)");
-  const int64_t ceil_mode = ctx.attr_int("ceil_mode", 0);
-  if (ceil_mode != 0 && ceil_mode != 1) ctx.fail("attribute 'ceil_mode' must be 0 or 1");
-  for (int d = 0; d < 2; ++d) {
-    g.kernel[d] = kernel[d];
-    g.strides[d] = strides[d];
-    g.dilations[d] = dilations[d];
+  if (!ctx.has_attr("kernel_shape")) ctx.fail("attribute 'kernel_shape' (INTS, one per spatial dim) is required");
+  const std::vector<int64_t> kernel = ctx.attr_ints("kernel_shape", {}, 1, kMaxPoolRank, 1, kMaxSpatial);
+  const size_t r = kernel.size();
+  g.rank = static_cast<int>(r);
+  const std::vector<int64_t> strides = ctx.attr_ints("strides", kernel, r, r, 1, kMaxSpatial);
+  const std::vector<int64_t> pads = ctx.attr_ints("pads", std::vector<int64_t>(2 * r, 0), 2 * r, 2 * r, 0, kMaxSpatial);
+  const std::vector<int64_t> dilations =
+      ctx.attr_ints("dilations", std::vector<int64_t>(r, 1), r, r, 1, kMaxSpatial);
+  if (!has_dilations && std::any_of(dilations.begin(), dilations.end(), [](int64_t d) { return d != 1; }))
+    ctx.fail("attribute 'dilations' must be all 1 (AveragePool has no dilation)", ErrorCode::kUnsupported);
+  g.ceil_mode = ctx.attr_bool("ceil_mode", false);
+  const int off = 3 - g.rank;
+  for (size_t i = 0; i < r; ++i) {
+    g.kernel[off + i] = kernel[i];
+    g.strides[off + i] = strides[i];
+    g.dilations[off + i] = dilations[i];
+    g.pad_begin[off + i] = pads[i];
+    g.pad_end[off + i] = pads[r + i];
   }
-  for (int i = 0; i < 4; ++i) {
+  for (size_t i = 0; i < r; ++i) {
     // A pad as large as the window would make windows that see only padding
     // (PyTorch requires pad <= kernel / 2).
-    if (pads[i] < 0 || pads[i] >= g.extent(i % 2))
-      ctx.fail("attribute 'pads' " + shape_string(pads) +
-               ": each pad must be >= 0 and smaller than the window (" +
-               std::to_string(g.extent(i % 2)) + ")");
-    g.pads[i] = pads[i];
+    const int64_t extent = g.extent(off + static_cast<int>(i));
+    if (pads[i] >= extent || pads[r + i] >= extent)
+      ctx.fail("attribute 'pads' " + shape_string(pads) + ": each pad must be smaller than the window (" +
+               std::to_string(extent) + ")");
   }
-  g.ceil_mode = ceil_mode != 0;
   return g;
 }
 
-void check_activation_input(const NodeContext& ctx) {
-  ctx.check_input_count(1, 1);
-  ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input must be an activation, not a constant");
-}
+enum class GlobalKind { kAvg, kMax };
 
-class GlobalAveragePoolOp final : public Op {
+class GlobalPoolOp final : public Op {
  public:
+  explicit GlobalPoolOp(GlobalKind kind) : kind_(kind) {}
+
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
     const Shape& x = inputs[0];
-    if (x.size() < 3)
-      shape_error("input must be [N, C, spatial...] (rank >= 3), got " + shape_string(x));
+    if (x.size() < 3) shape_error("input must be [N, C, spatial...] (rank >= 3), got " + shape_string(x));
     Shape y = x;
     for (size_t i = 2; i < y.size(); ++i) y[i] = 1;
     return {y};
@@ -236,16 +244,22 @@ class GlobalAveragePoolOp final : public Op {
            const std::vector<OutputRef>& outputs) const override {
     const Shape& xs = inputs[0].shape;
     const int64_t planes = xs[0] * xs[1];
-    const int64_t n = shape_elements(xs) / std::max<int64_t>(planes, 1);
-    const float* x = inputs[0].data;
-    float* y = outputs[0].data;
     if (planes == 0) return;
+    const int64_t n = shape_elements(xs) / planes;
+    const float* x = inputs[0].f32();
+    float* y = outputs[0].f32();
     const int64_t per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
     const int64_t tasks = (planes + per_task - 1) / per_task;
     ctx.parallel_for(tasks, [&](int64_t t) {
       const int64_t p1 = std::min(planes, (t + 1) * per_task);
       for (int64_t p = t * per_task; p < p1; ++p) {
         const float* xp = x + p * n;
+        if (kind_ == GlobalKind::kMax) {
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t i = 0; i < n; ++i) m = (xp[i] > m || xp[i] != xp[i]) ? xp[i] : m;
+          y[p] = m;
+          continue;
+        }
         // four partial sums: shorter dependency chains, less rounding error
         float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         int64_t i = 0;
@@ -256,36 +270,48 @@ class GlobalAveragePoolOp final : public Op {
           s[3] += xp[i + 3];
         }
         for (; i < n; ++i) s[0] += xp[i];
-        y[p] = ((s[0] + s[1]) + (s[2] + s[3])) / static_cast<float>(n);
+        y[p] = n == 0 ? std::numeric_limits<float>::quiet_NaN()
+                      : ((s[0] + s[1]) + (s[2] + s[3])) / static_cast<float>(n);
       }
     });
   }
 
-  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
-                NodeInfo* info) const override {
-    info->kernel = "global_avgpool_ref";
+  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&, NodeInfo* info) const override {
+    info->kernel = kind_ == GlobalKind::kMax ? "global_maxpool_ref" : "global_avgpool_ref";
     info->flops = shape_elements(inputs[0]);
     info->dense_flops = info->flops;
   }
+
+ private:
+  GlobalKind kind_;
 };
 
 }  // namespace
 
-std::unique_ptr<Op> create_max_pool2d(const NodeContext& ctx) {
-  check_activation_input(ctx);
-  return std::make_unique<Pool2dOp>(PoolKind::kMax, parse_geometry(ctx, true), false);
+std::unique_ptr<Op> create_max_pool(const NodeContext& ctx) {
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  if (ctx.attr_int("storage_order", 0, 0, 0) != 0) ctx.fail("storage_order must be 0");
+  return std::make_unique<PoolOp>(PoolKind::kMax, parse_geometry(ctx, true), false);
 }
 
-std::unique_ptr<Op> create_avg_pool2d(const NodeContext& ctx) {
-  check_activation_input(ctx);
-  const int64_t include = ctx.attr_int("count_include_pad", 0);
-  if (include != 0 && include != 1) ctx.fail("attribute 'count_include_pad' must be 0 or 1");
-  return std::make_unique<Pool2dOp>(PoolKind::kAvg, parse_geometry(ctx, false), include != 0);
+std::unique_ptr<Op> create_average_pool(const NodeContext& ctx) {
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  return std::make_unique<PoolOp>(PoolKind::kAvg, parse_geometry(ctx, false),
+                                  ctx.attr_bool("count_include_pad", false));
 }
 
 std::unique_ptr<Op> create_global_average_pool(const NodeContext& ctx) {
-  check_activation_input(ctx);
-  return std::make_unique<GlobalAveragePoolOp>();
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  return std::make_unique<GlobalPoolOp>(GlobalKind::kAvg);
+}
+
+std::unique_ptr<Op> create_global_max_pool(const NodeContext& ctx) {
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  return std::make_unique<GlobalPoolOp>(GlobalKind::kMax);
 }
 
 }  // namespace ops

@@ -71,11 +71,11 @@ class ResizeOp final : public Op {
     const Shape& ys = outputs[0].shape;
     const size_t r = xs.size();
     const int64_t ih = xs[r - 2], iw = xs[r - 1], oh = ys[r - 2], ow = ys[r - 1];
+    if (shape_elements(xs) == 0 || shape_elements(ys) == 0) return;
     const int64_t planes = shape_elements(xs) / (ih * iw);
-    if (planes == 0) return;
     const AxisMap mh = axis_map(0, ih, oh), mw = axis_map(1, iw, ow);
-    const float* x = inputs[0].data;
-    float* y = outputs[0].data;
+    const float* x = inputs[0].f32();
+    float* y = outputs[0].f32();
     const int64_t rows = planes * oh;
     const int64_t per_task = std::max<int64_t>(1, 16384 / ow);
     ctx.parallel_for((rows + per_task - 1) / per_task, [&](int64_t t) {
@@ -136,6 +136,7 @@ class ResizeOp final : public Op {
           c = static_cast<float>(o) * inv_float;
           break;
       }
+      c = std::min(std::max(c, -1.0), static_cast<double>(in));  // in range for the casts below
       if (linear_) {
         c = std::max(c, 0.0);
         const int64_t i0 = std::min<int64_t>(static_cast<int64_t>(c), in - 1);
@@ -176,57 +177,24 @@ class ResizeOp final : public Op {
 std::unique_ptr<Op> create_resize(const NodeContext& ctx) {
   ctx.check_input_count(1, 1);
   ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input must be an activation, not a constant");
-  const std::string mode = ctx.attr_string("mode", "nearest");
-  if (mode != "nearest" && mode != "linear")
-    ctx.fail("attribute 'mode' must be 'nearest' or 'linear', got '" + mode + "'");
+  const std::string mode = ctx.attr_choice("mode", "nearest", {"nearest", "linear"});
   const bool has_scales = ctx.has_attr("scales"), has_sizes = ctx.has_attr("sizes");
   if (has_scales == has_sizes)
     ctx.fail("exactly one of the attributes 'scales' and 'sizes' must be given");
-  std::vector<double> scales = ctx.attr_floats("scales", {});
-  std::vector<int64_t> sizes = ctx.attr_ints("sizes", {});
-  if (has_scales) {
-    if (scales.size() != 2) ctx.fail("attribute 'scales' must be 2 floats [sh, sw]");
-    for (double s : scales)
-      if (!(s > 0.0) || !std::isfinite(s))
-        ctx.fail("attribute 'scales' must be positive and finite");
-  } else {
-    if (sizes.size() != 2) ctx.fail("attribute 'sizes' must be 2 ints [oh, ow]");
-    for (int64_t s : sizes)
-      if (s < 1) ctx.fail("attribute 'sizes' must be positive, got " + shape_string(sizes));
-  }
-  const std::string coord_name = ctx.attr_string("coordinate_transformation_mode", "half_pixel");
-  CoordMode coord;
-  if (coord_name == "half_pixel") {
-    coord = CoordMode::kHalfPixel;
-  } else if (coord_name == "pytorch_half_pixel") {
-    coord = CoordMode::kPytorchHalfPixel;
-  } else if (coord_name == "align_corners") {
-    coord = CoordMode::kAlignCorners;
-  } else if (coord_name == "asymmetric") {
-    coord = CoordMode::kAsymmetric;
-  } else {
-    ctx.fail(
-        "attribute 'coordinate_transformation_mode' must be one of half_pixel, pytorch_half_pixel, "
-        "align_corners, asymmetric; got '" +
-        coord_name + "'");
-  }
-  const std::string nearest_name = ctx.attr_string("nearest_mode", "round_prefer_floor");
-  NearestMode nearest;
-  if (nearest_name == "round_prefer_floor") {
-    nearest = NearestMode::kRoundPreferFloor;
-  } else if (nearest_name == "round_prefer_ceil") {
-    nearest = NearestMode::kRoundPreferCeil;
-  } else if (nearest_name == "floor") {
-    nearest = NearestMode::kFloor;
-  } else if (nearest_name == "ceil") {
-    nearest = NearestMode::kCeil;
-  } else {
-    ctx.fail(
-        "attribute 'nearest_mode' must be one of round_prefer_floor, round_prefer_ceil, floor, "
-        "ceil; got '" +
-        nearest_name + "'");
-  }
+  const std::vector<double> scales = ctx.attr_floats("scales", {}, 2, 2, 1.0 / 65536.0, 65536.0);
+  const std::vector<int64_t> sizes = ctx.attr_ints("sizes", {}, 2, 2, 1, kMaxDim);
+  const std::string coord_name = ctx.attr_choice("coordinate_transformation_mode", "half_pixel",
+                                                  {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"});
+  const CoordMode coord = coord_name == "half_pixel"           ? CoordMode::kHalfPixel
+                          : coord_name == "pytorch_half_pixel" ? CoordMode::kPytorchHalfPixel
+                          : coord_name == "align_corners"      ? CoordMode::kAlignCorners
+                                                               : CoordMode::kAsymmetric;
+  const std::string nearest_name =
+      ctx.attr_choice("nearest_mode", "round_prefer_floor", {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"});
+  const NearestMode nearest = nearest_name == "round_prefer_floor"  ? NearestMode::kRoundPreferFloor
+                              : nearest_name == "round_prefer_ceil" ? NearestMode::kRoundPreferCeil
+                              : nearest_name == "floor"             ? NearestMode::kFloor
+                                                                    : NearestMode::kCeil;
   return std::make_unique<ResizeOp>(mode == "linear", scales, sizes, coord, nearest);
 }
 

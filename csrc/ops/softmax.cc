@@ -14,14 +14,11 @@ namespace {
 
 class SoftmaxOp final : public Op {
  public:
-  explicit SoftmaxOp(int64_t axis) : axis_(axis) {}
+  SoftmaxOp(int64_t axis, bool log, kernels::Isa isa)
+      : axis_(axis), log_(log), eltwise_(&kernels::eltwise_kernel(isa)) {}
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
-    const int64_t rank = static_cast<int64_t>(inputs[0].size());
-    const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
-    if (axis < 0 || axis >= rank)
-      shape_error("Softmax axis " + std::to_string(axis_) + " out of range for input " +
-                  shape_string(inputs[0]));
+    normalize_axis(axis_, static_cast<int64_t>(inputs[0].size()), "Softmax axis");
     return {inputs[0]};
   }
 
@@ -34,11 +31,11 @@ class SoftmaxOp final : public Op {
     for (int64_t i = 0; i < axis; ++i) outer *= s[i];
     for (int64_t i = axis + 1; i < rank; ++i) inner *= s[i];
     const int64_t n = s[axis];
-    const float* in = inputs[0].data;
-    float* out = outputs[0].data;
+    const float* in = inputs[0].f32();
+    float* out = outputs[0].f32();
     if (outer * inner * n == 0) return;
-    if (inner == 1) {
-      const kernels::SoftmaxRowFn row = kernels::eltwise_best().softmax_row;
+    if (inner == 1 && !log_) {
+      const kernels::SoftmaxRowFn row = eltwise_->softmax_row;
       const int64_t per_task = std::max<int64_t>(1, 16384 / n);
       ctx.parallel_for((outer + per_task - 1) / per_task, [&](int64_t t) {
         const int64_t r1 = std::min(outer, (t + 1) * per_task);
@@ -54,6 +51,12 @@ class SoftmaxOp final : public Op {
         for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i * inner]);
         if (std::isinf(m) && m < 0) m = 0.0f;  // all -inf: yields NaN like the references
         double sum = 0.0;
+        if (log_) {
+          for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i * inner] - m));
+          const float shift = static_cast<float>(m + std::log(sum));
+          for (int64_t i = 0; i < n; ++i) y[i * inner] = x[i * inner] - shift;
+          continue;
+        }
         for (int64_t i = 0; i < n; ++i) {
           float e = std::exp(x[i * inner] - m);
           y[i * inner] = e;
@@ -69,11 +72,13 @@ class SoftmaxOp final : public Op {
                 NodeInfo* info) const override {
     const int64_t rank = static_cast<int64_t>(inputs[0].size());
     const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
-    info->kernel = axis == rank - 1 ? kernels::eltwise_best().softmax_name : "softmax_strided_ref";
+    info->kernel = log_ ? "log_softmax_ref" : axis == rank - 1 ? eltwise_->softmax_name : "softmax_strided_ref";
   }
 
  private:
   int64_t axis_;
+  bool log_;
+  const kernels::EltwiseKernel* eltwise_;
 };
 
 }  // namespace
@@ -81,7 +86,13 @@ class SoftmaxOp final : public Op {
 std::unique_ptr<Op> create_softmax(const NodeContext& ctx) {
   ctx.check_input_count(1, 1);
   ctx.check_output_count(1);
-  return std::make_unique<SoftmaxOp>(ctx.attr_int("axis", -1));
+  return std::make_unique<SoftmaxOp>(ctx.attr_axis("axis", -1), false, ctx.isa());
+}
+
+std::unique_ptr<Op> create_log_softmax(const NodeContext& ctx) {
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  return std::make_unique<SoftmaxOp>(ctx.attr_axis("axis", -1), true, ctx.isa());
 }
 
 }  // namespace ops

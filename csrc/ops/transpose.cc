@@ -57,7 +57,8 @@ ReducedPerm reduce_perm(const Shape& in, const std::vector<int64_t>& perm) {
 
 // dst[c][r] = src[r][c] for an R x C matrix, in 32 x 32 tiles; rows of tiles
 // [tile_begin, tile_end) of the source.
-void transpose_2d(const float* src, float* dst, int64_t rows, int64_t cols, int64_t tile_begin,
+template <typename T>
+void transpose_2d(const T* src, T* dst, int64_t rows, int64_t cols, int64_t tile_begin,
                   int64_t tile_end) {
   constexpr int64_t kTile = 32;
   for (int64_t r0 = tile_begin * kTile; r0 < std::min(rows, tile_end * kTile); r0 += kTile) {
@@ -84,11 +85,25 @@ class TransposeOp final : public Op {
 
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
-    const Shape& xs = inputs[0].shape;
+    if (shape_elements(inputs[0].shape) == 0) return;
+    switch (dtype_size(inputs[0].dtype)) {  // only the element size matters
+      case 1:
+        return run_typed(ctx, inputs[0].as<uint8_t>(), outputs[0].as<uint8_t>(), inputs[0].shape);
+      case 4:
+        return run_typed(ctx, inputs[0].as<uint32_t>(), outputs[0].as<uint32_t>(), inputs[0].shape);
+      default:
+        return run_typed(ctx, inputs[0].as<uint64_t>(), outputs[0].as<uint64_t>(), inputs[0].shape);
+    }
+  }
+
+  void describe(const std::vector<Shape>&, const std::vector<Shape>&, NodeInfo* info) const override {
+    info->kernel = "transpose_blocked";
+  }
+
+ private:
+  template <typename T>
+  void run_typed(const RunContext& ctx, const T* x, T* y, const Shape& xs) const {
     const int64_t total = shape_elements(xs);
-    if (total == 0) return;
-    const float* x = inputs[0].data;
-    float* y = outputs[0].data;
     const ReducedPerm r = reduce_perm(xs, perm_for(xs.size()));
     const size_t rank = r.dims.size();
     if (rank <= 1 || is_identity(r.perm)) {
@@ -137,8 +152,8 @@ class TransposeOp final : public Op {
         offset += idx[d] * strides[d];
       }
       for (int64_t row = row0; row < row1; ++row) {
-        float* dst = y + row * inner;
-        const float* src = x + offset;
+        T* dst = y + row * inner;
+        const T* src = x + offset;
         for (int64_t j = 0; j < inner; ++j) dst[j] = src[j * inner_stride];
         for (size_t d = rank - 1; d-- > 0;) {
           offset += strides[d];
@@ -150,23 +165,18 @@ class TransposeOp final : public Op {
     });
   }
 
-  void describe(const std::vector<Shape>&, const std::vector<Shape>&,
-                NodeInfo* info) const override {
-    info->kernel = "transpose_blocked";
-  }
-
- private:
   static bool is_identity(const std::vector<int64_t>& perm) {
     for (size_t i = 0; i < perm.size(); ++i)
       if (perm[i] != static_cast<int64_t>(i)) return false;
     return true;
   }
 
-  static void copy_all(const RunContext& ctx, const float* x, float* y, int64_t n) {
+  template <typename T>
+  static void copy_all(const RunContext& ctx, const T* x, T* y, int64_t n) {
     constexpr int64_t kChunk = 65536;
     ctx.parallel_for((n + kChunk - 1) / kChunk, [&](int64_t c) {
       const int64_t begin = c * kChunk;
-      std::memcpy(y + begin, x + begin, sizeof(float) * std::min(kChunk, n - begin));
+      std::memcpy(y + begin, x + begin, sizeof(T) * std::min(kChunk, n - begin));
     });
   }
 
@@ -193,8 +203,7 @@ class TransposeOp final : public Op {
 std::unique_ptr<Op> create_transpose(const NodeContext& ctx) {
   ctx.check_input_count(1, 1);
   ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input must be an activation, not a constant");
-  std::vector<int64_t> perm = ctx.attr_ints("perm", {});
+  std::vector<int64_t> perm = ctx.attr_ints("perm", {}, 0, format::kMaxRank, -8, 7);
   // Must be a permutation of 0..n-1 (negative entries count from the end, as numpy).
   const int64_t n = static_cast<int64_t>(perm.size());
   std::vector<bool> seen(perm.size(), false);
@@ -205,6 +214,7 @@ std::unique_ptr<Op> create_transpose(const NodeContext& ctx) {
                std::to_string(n - 1));
     seen[a] = true;
   }
+  ctx.set_output_dtypes({ctx.input_dtype(0)});
   return std::make_unique<TransposeOp>(perm);
 }
 

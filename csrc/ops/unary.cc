@@ -1,6 +1,6 @@
-// Element-wise activation ops: ReLU, ReLU6, Clip, LeakyReLU, Sigmoid,
-// HardSigmoid, HardSwish, SiLU, Tanh, GELU. All share one Op class over
-// apply_activation(); each type only maps its attributes.
+// The element-wise activation ops (every entry of activations.inc with an op
+// type): one Op class over apply_activation(); the registry maps each op type
+// of the list to create_unary().
 #include <algorithm>
 
 #include "ops/activation.h"
@@ -21,8 +21,8 @@ class UnaryOp final : public Op {
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
     const int64_t n = shape_elements(inputs[0].shape);
-    const float* in = inputs[0].data;
-    float* out = outputs[0].data;
+    const float* in = inputs[0].f32();
+    float* out = outputs[0].f32();
     constexpr int64_t kChunk = 16384;
     const int64_t chunks = (n + kChunk - 1) / kChunk;
     ctx.parallel_for(chunks, [&](int64_t c) {
@@ -31,8 +31,7 @@ class UnaryOp final : public Op {
     });
   }
 
-  void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
-                NodeInfo* info) const override {
+  void describe(const std::vector<Shape>&, const std::vector<Shape>&, NodeInfo* info) const override {
     info->kernel = std::string("eltwise_") + act_.name();
   }
 
@@ -40,40 +39,14 @@ class UnaryOp final : public Op {
   Activation act_;
 };
 
-std::unique_ptr<Op> make_unary(const NodeContext& ctx, const std::string& name,
-                               std::vector<double> params) {
-  ctx.check_input_count(1, 1);
-  ctx.check_output_count(1);
-  if (ctx.constant(0) != nullptr) ctx.fail("input must be an activation, not a constant");
-  Activation act;
-  std::string error;
-  if (!activation_from_name(name, params, &act, &error)) ctx.fail(error);
-  return std::make_unique<UnaryOp>(act);
-}
-
 }  // namespace
 
-std::unique_ptr<Op> create_relu(const NodeContext& ctx) { return make_unary(ctx, "relu", {}); }
-std::unique_ptr<Op> create_relu6(const NodeContext& ctx) { return make_unary(ctx, "relu6", {}); }
-std::unique_ptr<Op> create_clip(const NodeContext& ctx) {
-  return make_unary(ctx, "clip",
-                    {ctx.attr_float("min", -3.4028234663852886e38), ctx.attr_float("max", 3.4028234663852886e38)});
-}
-std::unique_ptr<Op> create_leaky_relu(const NodeContext& ctx) {
-  return make_unary(ctx, "leaky_relu", {ctx.attr_float("alpha", 0.01)});
-}
-std::unique_ptr<Op> create_sigmoid(const NodeContext& ctx) { return make_unary(ctx, "sigmoid", {}); }
-std::unique_ptr<Op> create_hard_sigmoid(const NodeContext& ctx) {
-  return make_unary(ctx, "hardsigmoid", {ctx.attr_float("alpha", 0.2), ctx.attr_float("beta", 0.5)});
-}
-std::unique_ptr<Op> create_hard_swish(const NodeContext& ctx) { return make_unary(ctx, "hardswish", {}); }
-std::unique_ptr<Op> create_silu(const NodeContext& ctx) { return make_unary(ctx, "silu", {}); }
-std::unique_ptr<Op> create_tanh(const NodeContext& ctx) { return make_unary(ctx, "tanh", {}); }
-std::unique_ptr<Op> create_gelu(const NodeContext& ctx) {
-  std::string approximate = ctx.attr_string("approximate", "none");
-  if (approximate != "none" && approximate != "tanh")
-    ctx.fail("attribute 'approximate' must be 'none' or 'tanh', got '" + approximate + "'");
-  return make_unary(ctx, approximate == "tanh" ? "gelu_tanh" : "gelu", {});
+std::unique_ptr<Op> create_unary(const NodeContext& ctx) {
+  ctx.check_input_count(1, 1);
+  ctx.check_output_count(1);
+  Activation act;
+  if (!activation_from_op(ctx, &act)) ctx.fail("not an activation op", ErrorCode::kInternal);
+  return std::make_unique<UnaryOp>(act);
 }
 
 }  // namespace ops

@@ -1,25 +1,35 @@
-// Model: a validated graph, its weights (zero-copy from the mapped file) and
-// execution plans. A plan is made once per set of input shapes: shapes of
-// every tensor, one arena of intermediate buffers assigned by liveness
-// (buffers are reused as soon as their last reader ran), and per-node
-// scratch. Each concurrent run() takes its own arena from the plan's free
-// list, so runs on one Model from many threads never share buffers.
+// Model: a validated graph, its weights (in the model's private copy of the
+// file, or the mapped file with LoadOptions::mmap) and execution plans.
+//
+// Load: the rewrite passes run (runtime/passes.h), every op type must be
+// known (all unknown types are reported at once), then each node's factory
+// validates it with the dtypes of its inputs (graph inputs as declared,
+// constants as stored, node outputs as their producer declared them).
+//
+// A plan is made once per set of input shapes: shapes of every tensor, the
+// values of every tensor that is known while planning (constants, and ops
+// whose inputs are all known, such as the Shape -> Gather -> Concat chains
+// that dynamic-shape exports compute target shapes with: those ops run once
+// here and are skipped at run time), one arena of intermediate buffers
+// assigned by liveness, and per-node scratch. Each concurrent run() takes its
+// own arena from the plan's free list, so runs on one Model from many
+// threads never share buffers. Idle arenas are bounded per plan and in total,
+// and release_memory() frees them.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <mutex>
-#include <new>
 #include <sstream>
 #include <unordered_map>
-
-#include <unistd.h>
 
 #include "format/spr_format.h"
 #include "kernels/kernels.h"
 #include "ops/op.h"
-#include "runtime/fusion.h"
+#include "runtime/memory.h"
+#include "runtime/passes.h"
+#include "runtime/planner.h"
 #include "runtime/thread_pool.h"
 #include "sparsert/sparsert.h"
 
@@ -31,94 +41,40 @@ namespace sparsert {
 
 using ops::Shape;
 
-// ---------------------------------------------------------------------------
-// Tensor
-
-namespace {
-constexpr size_t kAlign = 64;
-
-std::shared_ptr<float> allocate_floats(int64_t count) {
-  size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 1)) * sizeof(float);
-  bytes = (bytes + kAlign - 1) / kAlign * kAlign;
-  void* p = std::aligned_alloc(kAlign, bytes);
-  if (p == nullptr)
-    throw Error(ErrorCode::kResource, "out of memory allocating " + std::to_string(bytes) + " bytes");
-  std::memset(p, 0, bytes);
-  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
-}
-
-bool checked_mul(int64_t a, int64_t b, int64_t* out) {
-  if (a < 0 || b < 0) return false;
-  if (a != 0 && b > INT64_MAX / a) return false;
-  *out = a * b;
-  return true;
-}
-
-int64_t checked_elements(const Shape& shape, const std::string& what) {
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    if (!checked_mul(n, d, &n) || n > (INT64_MAX / 16))
-      throw Error(ErrorCode::kResource, what + " has shape " + ops::shape_string(shape) +
-                                            " whose size overflows");
-  }
-  return n;
-}
-
-// Bytes the process may use for activations: physical memory, and never more
-// than the address space can index (32-bit builds on boards with >= 4 GiB).
-uint64_t physical_memory_bytes() {
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long page = sysconf(_SC_PAGESIZE);
-  uint64_t bytes = (pages <= 0 || page <= 0) ? UINT64_MAX
-                                             : static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
-  return std::min<uint64_t>(bytes, static_cast<uint64_t>(SIZE_MAX));
-}
-}  // namespace
-
-Tensor::Tensor(std::vector<int64_t> shape) : shape_(std::move(shape)) {
-  for (int64_t d : shape_)
-    if (d < 0) throw Error(ErrorCode::kInvalidArgument, "Tensor shape has a negative dim");
-  int64_t n = checked_elements(shape_, "Tensor");
-  if (static_cast<uint64_t>(n) * sizeof(float) > physical_memory_bytes())
-    throw Error(ErrorCode::kResource, "Tensor of shape " + ops::shape_string(shape_) +
-                                          " needs more memory than this machine has");
-  storage_ = allocate_floats(n);
-  data_ = storage_.get();
-}
-
-Tensor Tensor::view(float* data, std::vector<int64_t> shape) {
-  Tensor t;
-  t.shape_ = std::move(shape);
-  t.data_ = data;
-  return t;
-}
-
-int64_t Tensor::size() const {
-  int64_t n = 1;
-  for (int64_t d : shape_) n *= d;
-  return n;
-}
-
 const char* version() { return SPARSERT_VERSION_STRING; }
 
 std::string cpu_features() {
-  kernels::Isa isa = kernels::best_isa();
+  const kernels::Isa isa = kernels::best_isa();
 #if defined(__x86_64__) || defined(_M_X64)
-  std::string arch = "x86-64";
+  const std::string arch = "x86-64";
 #elif defined(__aarch64__)
-  std::string arch = "aarch64";
+  const std::string arch = "aarch64";
 #elif defined(__arm__)
-  std::string arch = "arm";
+  const std::string arch = "arm";
 #else
-  std::string arch = "generic";
+  const std::string arch = "generic";
 #endif
   return arch + " " + kernels::isa_name(isa);
 }
 
-// ---------------------------------------------------------------------------
-// Plans
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> out;
+  for (kernels::Isa isa : {kernels::Isa::kScalar, kernels::Isa::kNeon, kernels::Isa::kAvx2, kernels::Isa::kAvx512})
+    if (kernels::isa_supported(isa)) out.emplace_back(kernels::isa_name(isa));
+  return out;
+}
+
+std::vector<std::string> supported_ops() { return ops::supported_op_types(); }
+
+int default_threads() { return runtime::ThreadPool::available_cpus(); }
 
 namespace {
+
+// Values computed while planning are kept only when this small (shape
+// computations); bigger constant subgraphs run at run time.
+constexpr int64_t kPlanFoldMaxBytes = 1 << 20;
+// Idle activation arenas kept per plan, and in total per model.
+constexpr size_t kIdleArenasPerPlan = 2;
 
 enum class SlotKind { kInput, kConstant, kNodeOutput };
 
@@ -126,22 +82,25 @@ struct Slot {
   std::string name;
   SlotKind kind;
   int index;  // graph input index, tensor index or node index
+  DType dtype = DType::kFloat32;
   Shape constant_shape;
-  const float* constant_data = nullptr;  // dense float32 constants only
+  const void* constant_data = nullptr;  // dense constants
 };
 
 struct Arena {
-  std::shared_ptr<float> memory;
-  size_t bytes = 0;
+  std::shared_ptr<void> memory;
+  uint64_t bytes = 0;
 };
 
 struct Plan {
   std::vector<Shape> input_shapes;
-  std::vector<Shape> shapes;        // per slot
-  std::vector<int64_t> offsets;     // per slot: byte offset in the arena, -1 if not in it
-  std::vector<int> alias_source;    // per slot: slot whose bytes it shares, or -1
-  std::vector<int> external_output; // per slot: graph output index written in place, or -1
-  std::vector<bool> skip_node;
+  std::vector<Shape> shapes;         // per slot
+  std::vector<int64_t> offsets;      // per slot: byte offset in the arena, -1 if not in it
+  std::vector<int> alias_source;     // per slot: slot whose bytes it shares, or -1
+  std::vector<int> external_output;  // per slot: graph output index written in place, or -1
+  std::vector<const void*> known;    // per slot: values known while planning, or null
+  std::vector<std::shared_ptr<void>> owned;  // memory behind plan-time values
+  std::vector<bool> skip_node;       // aliased, or computed while planning
   std::vector<int64_t> scratch_offset;
   std::vector<size_t> scratch_size;
   uint64_t arena_bytes = 0;
@@ -153,61 +112,32 @@ struct Plan {
   std::vector<double> node_ms;  // empty until profiled
 };
 
-// First-fit allocator over one arena with coalescing of freed blocks.
-class ArenaPlanner {
- public:
-  int64_t allocate(uint64_t bytes) {
-    bytes = std::max<uint64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (it->second >= bytes) {
-        int64_t offset = it->first;
-        if (it->second == bytes) {
-          free_.erase(it);
-        } else {
-          it->first += bytes;
-          it->second -= bytes;
-        }
-        return offset;
-      }
-    }
-    // grow: reuse a free block at the end if there is one
-    if (!free_.empty() && free_.back().first + static_cast<int64_t>(free_.back().second) == end_) {
-      int64_t offset = free_.back().first;
-      free_.pop_back();
-      end_ = offset + static_cast<int64_t>(bytes);
-      return offset;
-    }
-    int64_t offset = end_;
-    end_ += static_cast<int64_t>(bytes);
-    return offset;
+ops::LoadConfig make_config(const LoadOptions& options) {
+  ops::LoadConfig c;
+  c.tune = options.tune;
+  c.isa = kernels::isa_from_name(options.isa);
+  if (options.layer_kernel == "auto") {
+    c.layer_kernel = ops::LoadConfig::LayerKernel::kAuto;
+  } else if (options.layer_kernel == "sparse") {
+    c.layer_kernel = ops::LoadConfig::LayerKernel::kSparse;
+  } else if (options.layer_kernel == "dense") {
+    c.layer_kernel = ops::LoadConfig::LayerKernel::kDense;
+  } else {
+    throw Error(ErrorCode::kInvalidArgument,
+                "layer_kernel must be 'auto', 'sparse' or 'dense', got '" + options.layer_kernel + "'");
   }
-
-  void release(int64_t offset, uint64_t bytes) {
-    bytes = std::max<uint64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
-    auto it = free_.begin();
-    while (it != free_.end() && it->first < offset) ++it;
-    it = free_.insert(it, {offset, bytes});
-    // merge with next
-    auto next = std::next(it);
-    if (next != free_.end() && it->first + static_cast<int64_t>(it->second) == next->first) {
-      it->second += next->second;
-      free_.erase(next);
-    }
-    if (it != free_.begin()) {
-      auto prev = std::prev(it);
-      if (prev->first + static_cast<int64_t>(prev->second) == it->first) {
-        prev->second += it->second;
-        free_.erase(it);
-      }
-    }
+  if (options.conv_sparse_path == "auto") {
+    c.conv_sparse_path = ops::LoadConfig::ConvSparsePath::kAuto;
+  } else if (options.conv_sparse_path == "direct") {
+    c.conv_sparse_path = ops::LoadConfig::ConvSparsePath::kDirect;
+  } else if (options.conv_sparse_path == "im2col") {
+    c.conv_sparse_path = ops::LoadConfig::ConvSparsePath::kIm2col;
+  } else {
+    throw Error(ErrorCode::kInvalidArgument,
+                "conv_sparse_path must be 'auto', 'direct' or 'im2col', got '" + options.conv_sparse_path + "'");
   }
-
-  uint64_t size() const { return static_cast<uint64_t>(end_); }
-
- private:
-  std::list<std::pair<int64_t, uint64_t>> free_;
-  int64_t end_ = 0;
-};
+  return c;
+}
 
 }  // namespace
 
@@ -221,27 +151,44 @@ struct Model::Impl {
   std::vector<std::vector<int>> node_inputs;   // slot ids, -1 = absent
   std::vector<std::vector<int>> node_outputs;  // slot ids
   std::vector<int> output_slots;
-  std::unique_ptr<runtime::ThreadPool> pool;
+  int threads = 1;
+  std::string isa;
+  std::vector<std::string> log;
+  size_t max_plans = 8;
 
   mutable std::mutex plans_mutex;
   mutable std::list<std::shared_ptr<Plan>> plans;  // most recent first
   mutable std::vector<Shape> last_shapes;
+  mutable std::atomic<uint64_t> idle_bytes{0};
 
   void build(const LoadOptions& options);
   std::shared_ptr<Plan> get_plan(const std::vector<Shape>& input_shapes) const;
   std::shared_ptr<Plan> make_plan(const std::vector<Shape>& input_shapes) const;
   std::vector<Shape> check_inputs(const std::vector<Tensor>& inputs) const;
+  std::vector<Shape> check_shapes(const std::vector<Shape>& shapes) const;
   void execute(Plan& plan, const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs,
                std::vector<double>* node_ms) const;
+  void give_back(Plan& plan, Arena arena) const;
   std::string node_label(size_t n) const {
     return "node '" + file.nodes[n].name + "' (" + file.nodes[n].op_type + ")";
+  }
+  // Idle arena memory a model may keep: twice its largest plan, at most 1 GiB.
+  uint64_t idle_budget(const Plan& plan) const {
+    return std::min<uint64_t>(uint64_t{1} << 30, 2 * plan.arena_bytes);
   }
 };
 
 void Model::Impl::build(const LoadOptions& options) {
-  runtime::fuse_graph(&file);
-  if (options.threads < 0)
-    throw Error(ErrorCode::kInvalidArgument, "threads must be >= 0 (0 = one per core)");
+  if (options.threads < 0 || options.threads > kMaxThreads)
+    throw Error(ErrorCode::kInvalidArgument, "threads must be 0 (every core) or in [1, " +
+                                                 std::to_string(kMaxThreads) + "], got " +
+                                                 std::to_string(options.threads));
+  if (options.max_cached_plans < 1 || options.max_cached_plans > 1024)
+    throw Error(ErrorCode::kInvalidArgument, "max_cached_plans must be in [1, 1024]");
+  max_plans = static_cast<size_t>(options.max_cached_plans);
+  const ops::LoadConfig config = make_config(options);
+  isa = kernels::isa_name(config.isa);
+  runtime::run_passes(&file, options.disabled_passes, &log);
   // Every op type must be known: report all unknown types at once.
   {
     std::vector<std::pair<std::string, std::string>> unknown;
@@ -256,27 +203,23 @@ void Model::Impl::build(const LoadOptions& options) {
       s << "unsupported op type" << (unknown.size() > 1 ? "s" : "") << ": ";
       for (size_t i = 0; i < unknown.size(); ++i)
         s << (i ? ", " : "") << unknown[i].first << " (first at node '" << unknown[i].second << "')";
+      s << "; this sparsert implements " << ops::supported_op_types().size()
+        << " op types (sparsert.supported_ops()), a newer version may have these";
       throw Error(ErrorCode::kUnsupported, s.str());
     }
   }
-  for (const auto& in : file.inputs) {
-    if (in.dtype != DType::kFloat32)
-      throw Error(ErrorCode::kUnsupported, "graph input '" + in.name + "' has dtype " +
-                                               dtype_name(in.dtype) + "; only float32 inputs are supported");
-    inputs.push_back(TensorSpec{in.name, in.dtype, in.dims});
-  }
+  for (const auto& in : file.inputs) inputs.push_back(TensorSpec{in.name, in.dtype, in.dims, in.dim_names});
   for (const auto& kv : file.metadata) metadata[kv.first] = kv.second.to_string();
 
   std::unordered_map<std::string, int> slot_of;
   for (size_t i = 0; i < file.inputs.size(); ++i) {
     slot_of[file.inputs[i].name] = static_cast<int>(slots.size());
-    slots.push_back(Slot{file.inputs[i].name, SlotKind::kInput, static_cast<int>(i), {}, nullptr});
+    slots.push_back(Slot{file.inputs[i].name, SlotKind::kInput, static_cast<int>(i), file.inputs[i].dtype, {}, nullptr});
   }
   for (size_t i = 0; i < file.tensors.size(); ++i) {
     const auto& t = file.tensors[i];
-    Slot s{t.name, SlotKind::kConstant, static_cast<int>(i), t.dims, nullptr};
-    if (t.storage == format::Storage::kDense && t.dtype == DType::kFloat32)
-      s.constant_data = static_cast<const float*>(t.data);
+    Slot s{t.name, SlotKind::kConstant, static_cast<int>(i), t.dtype, t.dims, nullptr};
+    if (t.storage == format::Storage::kDense) s.constant_data = t.data;
     slot_of[t.name] = static_cast<int>(slots.size());
     slots.push_back(std::move(s));
   }
@@ -284,24 +227,48 @@ void Model::Impl::build(const LoadOptions& options) {
   for (size_t n = 0; n < file.nodes.size(); ++n) {
     const auto& node = file.nodes[n];
     std::vector<int> ins;
+    std::vector<DType> dtypes;
     for (const auto& name : node.inputs) {
       if (name.empty()) {
         ins.push_back(-1);
+        dtypes.push_back(DType::kFloat32);
         continue;
       }
       auto it = slot_of.find(name);
       if (it == slot_of.end())  // the reader guarantees this never happens
         throw Error(ErrorCode::kFormat, node_label(n) + ": unknown input '" + name + "'");
       ins.push_back(it->second);
+      dtypes.push_back(slots[it->second].dtype);
     }
-    node_inputs.push_back(std::move(ins));
-    ops::NodeContext ctx(node, file, options.tune);
+    ops::NodeContext ctx(node, file, dtypes, config);
     ops.push_back(ops::find_op_factory(node.op_type)(ctx));
+    const ops::Op& op = *ops.back();
+    // Sparse constants only where the op takes them; float32 only unless the op said otherwise.
+    for (size_t i = 0; i < ins.size(); ++i) {
+      if (ins[i] < 0 || slots[ins[i]].kind != SlotKind::kConstant) continue;
+      const auto& t = file.tensors[slots[ins[i]].index];
+      if (t.storage != format::Storage::kDense && !op.accepts_sparse_constant(i))
+        ctx.fail("input " + std::to_string(i) + " '" + t.name +
+                 "' is stored sparse; only Linear and Conv weights may be (store it dense)");
+    }
+    std::vector<DType> out_dtypes = ctx.output_dtypes();
+    if (out_dtypes.empty()) {
+      for (size_t i = 0; i < ins.size(); ++i) {
+        if (ins[i] >= 0 && dtypes[i] != DType::kFloat32)
+          ctx.fail("input " + std::to_string(i) + " '" + node.inputs[i] + "' has dtype " + dtype_name(dtypes[i]) +
+                       "; this op takes float32 (add a Cast)",
+                   ErrorCode::kUnsupported);
+      }
+      out_dtypes.assign(node.outputs.size(), DType::kFloat32);
+    }
+    if (out_dtypes.size() != node.outputs.size())
+      throw Error(ErrorCode::kInternal, node_label(n) + ": op declared the wrong number of outputs");
+    node_inputs.push_back(std::move(ins));
     std::vector<int> outs;
-    for (const auto& name : node.outputs) {
-      slot_of[name] = static_cast<int>(slots.size());
+    for (size_t o = 0; o < node.outputs.size(); ++o) {
+      slot_of[node.outputs[o]] = static_cast<int>(slots.size());
       outs.push_back(static_cast<int>(slots.size()));
-      slots.push_back(Slot{name, SlotKind::kNodeOutput, static_cast<int>(n), {}, nullptr});
+      slots.push_back(Slot{node.outputs[o], SlotKind::kNodeOutput, static_cast<int>(n), out_dtypes[o], {}, nullptr});
     }
     node_outputs.push_back(std::move(outs));
   }
@@ -311,8 +278,8 @@ void Model::Impl::build(const LoadOptions& options) {
       throw Error(ErrorCode::kFormat, "graph output '" + name + "' is not produced by the graph");
     output_slots.push_back(it->second);
   }
-  int threads = options.threads == 0 ? runtime::ThreadPool::hardware_threads() : options.threads;
-  pool = std::make_unique<runtime::ThreadPool>(threads);
+  threads = options.threads == 0 ? runtime::ThreadPool::available_cpus() : options.threads;
+  runtime::ThreadPool::global().reserve(threads);
 
   // Plan once for the declared shapes (-1 read as 1): a graph whose shapes do
   // not fit together is refused at load rather than at the first run.
@@ -331,8 +298,9 @@ void Model::Impl::build(const LoadOptions& options) {
     auto plan = get_plan(declared);
     outputs.clear();
     for (size_t i = 0; i < output_slots.size(); ++i) {
-      Shape s = plan->shapes[output_slots[i]];
-      outputs.push_back(TensorSpec{file.outputs[i], DType::kFloat32, s});
+      const Shape& s = plan->shapes[output_slots[i]];
+      outputs.push_back(TensorSpec{file.outputs[i], slots[output_slots[i]].dtype, s,
+                                   std::vector<std::string>(s.size())});
     }
     if (dynamic) {
       // Mark output dims that follow a dynamic input dim: plan again with 2.
@@ -376,7 +344,12 @@ std::shared_ptr<Plan> Model::Impl::get_plan(const std::vector<Shape>& input_shap
   auto plan = make_plan(input_shapes);
   std::lock_guard<std::mutex> lock(plans_mutex);
   plans.push_front(plan);
-  while (plans.size() > 8) plans.pop_back();
+  while (plans.size() > max_plans) {
+    std::lock_guard<std::mutex> arenas(plans.back()->arenas_mutex);
+    for (const Arena& a : plans.back()->free_arenas) idle_bytes -= a.bytes;
+    plans.back()->free_arenas.clear();
+    plans.pop_back();
+  }
   last_shapes = input_shapes;
   return plan;
 }
@@ -390,64 +363,108 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
   plan->offsets.assign(n_slots, -1);
   plan->alias_source.assign(n_slots, -1);
   plan->external_output.assign(n_slots, -1);
+  plan->known.assign(n_slots, nullptr);
   plan->skip_node.assign(n_nodes, false);
   plan->scratch_offset.assign(n_nodes, -1);
   plan->scratch_size.assign(n_nodes, 0);
 
   // Input sizes first: ops multiply dims freely, so a (declared or given)
-  // shape whose element count overflows must never reach them.
+  // shape whose size overflows must never reach them.
   for (size_t i = 0; i < input_shapes.size() && i < inputs.size(); ++i)
-    checked_elements(input_shapes[i], "input '" + inputs[i].name + "'");
+    runtime::checked_bytes(input_shapes[i], inputs[i].dtype, "input '" + inputs[i].name + "'");
   for (size_t s = 0; s < n_slots; ++s) {
     if (slots[s].kind == SlotKind::kInput) plan->shapes[s] = input_shapes[slots[s].index];
-    if (slots[s].kind == SlotKind::kConstant) plan->shapes[s] = slots[s].constant_shape;
+    if (slots[s].kind == SlotKind::kConstant) {
+      plan->shapes[s] = slots[s].constant_shape;
+      plan->known[s] = slots[s].constant_data;
+    }
   }
   // graph outputs produced by a node are written straight into the result
   for (size_t i = 0; i < output_slots.size(); ++i) {
-    int s = output_slots[i];
+    const int s = output_slots[i];
     if (slots[s].kind == SlotKind::kNodeOutput && plan->external_output[s] < 0)
       plan->external_output[s] = static_cast<int>(i);
   }
 
-  // shapes
   std::vector<uint64_t> bytes(n_slots, 0);
   for (size_t n = 0; n < n_nodes; ++n) {
+    const ops::Op& op = *ops[n];
+    std::vector<ops::TensorMeta> metas;
     std::vector<Shape> in_shapes;
-    for (int s : node_inputs[n]) in_shapes.push_back(s < 0 ? Shape{} : plan->shapes[s]);
+    bool all_known = true;
+    for (int s : node_inputs[n]) {
+      if (s < 0) {
+        metas.push_back(ops::TensorMeta{DType::kFloat32, {}, nullptr, false});
+        in_shapes.emplace_back();
+        continue;
+      }
+      const int root = plan->alias_source[s] >= 0 ? plan->alias_source[s] : s;
+      const void* value = plan->known[root];
+      if (value == nullptr && runtime::checked_elements(plan->shapes[s], "tensor") > 0) all_known = false;
+      metas.push_back(ops::TensorMeta{slots[s].dtype, plan->shapes[s], value, true});
+      in_shapes.push_back(plan->shapes[s]);
+    }
     std::vector<Shape> out_shapes;
     try {
-      out_shapes = ops[n]->infer_shapes(in_shapes);
+      out_shapes = op.infer_shapes_with_values(metas);
     } catch (const Error& e) {
       throw Error(e.code(), node_label(n) + ": " + e.what());
     }
     if (out_shapes.size() != node_outputs[n].size())
       throw Error(ErrorCode::kInternal, node_label(n) + ": op returned the wrong number of outputs");
+    uint64_t out_bytes = 0;
     for (size_t o = 0; o < out_shapes.size(); ++o) {
-      int s = node_outputs[n][o];
+      const int s = node_outputs[n][o];
+      if (out_shapes[o].size() > format::kMaxRank)
+        throw Error(ErrorCode::kInvalidArgument, node_label(n) + ": output rank " +
+                                                     std::to_string(out_shapes[o].size()) + " exceeds 8");
       for (int64_t d : out_shapes[o])
         if (d < 0)
           throw Error(ErrorCode::kInvalidArgument, node_label(n) + ": output shape " +
                                                        ops::shape_string(out_shapes[o]) + " is invalid");
-      int64_t elements = checked_elements(out_shapes[o], node_label(n) + " output '" + slots[s].name + "'");
       plan->shapes[s] = out_shapes[o];
-      bytes[s] = static_cast<uint64_t>(elements) * sizeof(float);
-      if (bytes[s] > physical_memory_bytes())
-        throw Error(ErrorCode::kResource, node_label(n) + ": output '" + slots[s].name + "' of shape " +
-                                              ops::shape_string(out_shapes[o]) +
-                                              " needs more memory than this machine has; use a smaller batch");
+      bytes[s] = runtime::checked_bytes(out_shapes[o], slots[s].dtype,
+                                        node_label(n) + " output '" + slots[s].name + "'");
+      out_bytes += bytes[s];
     }
-    int alias = ops[n]->alias_of_input();
+    const size_t scratch = op.scratch_bytes(in_shapes, threads);
+    plan->scratch_size[n] = scratch;
+
+    // Computed now when every input is known (and the result is small), or
+    // when the op needs only shapes.
+    const bool fold = (op.shape_only() || (all_known && op.foldable())) && out_bytes <= kPlanFoldMaxBytes &&
+                      scratch <= static_cast<size_t>(kPlanFoldMaxBytes);
+    if (fold) {
+      std::vector<ops::InputRef> in_refs;
+      for (size_t i = 0; i < metas.size(); ++i)
+        in_refs.push_back(ops::InputRef{metas[i].value, metas[i].shape, metas[i].dtype});
+      std::vector<ops::OutputRef> out_refs;
+      for (size_t o = 0; o < out_shapes.size(); ++o) {
+        const int s = node_outputs[n][o];
+        plan->owned.push_back(runtime::allocate_bytes(bytes[s]));
+        plan->known[s] = plan->owned.back().get();
+        out_refs.push_back(ops::OutputRef{plan->owned.back().get(), out_shapes[o], slots[s].dtype});
+      }
+      std::shared_ptr<void> scratch_memory = runtime::allocate_bytes(scratch);
+      ops::RunContext ctx(runtime::ThreadPool::global(), 1, scratch_memory.get(), scratch);
+      try {
+        op.run(ctx, in_refs, out_refs);
+      } catch (const Error& e) {
+        throw Error(e.code(), node_label(n) + ": " + e.what());
+      }
+      plan->skip_node[n] = true;
+      continue;
+    }
+    const int alias = op.alias_of_input();
     if (alias >= 0 && node_outputs[n].size() == 1 && alias < static_cast<int>(node_inputs[n].size())) {
-      int out = node_outputs[n][0];
-      int src = node_inputs[n][alias];
-      if (src >= 0 && plan->external_output[out] < 0 &&
+      const int out = node_outputs[n][0];
+      const int src = node_inputs[n][alias];
+      if (src >= 0 && plan->external_output[out] < 0 && slots[src].dtype == slots[out].dtype &&
           (slots[src].kind != SlotKind::kConstant || slots[src].constant_data != nullptr)) {
         plan->alias_source[out] = plan->alias_source[src] >= 0 ? plan->alias_source[src] : src;
         plan->skip_node[n] = true;
       }
     }
-    size_t scratch = ops[n]->scratch_bytes(in_shapes, pool->threads());
-    plan->scratch_size[n] = scratch;
   }
 
   // liveness: last node reading each (root) slot; graph outputs live to the end
@@ -458,13 +475,13 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
       if (s >= 0) last_use[root(s)] = std::max<int64_t>(last_use[root(s)], static_cast<int64_t>(n));
   for (int s : output_slots) last_use[root(s)] = static_cast<int64_t>(n_nodes);
 
-  ArenaPlanner arena;
+  runtime::ArenaPlanner arena;
   for (size_t n = 0; n < n_nodes; ++n) {
     for (int s : node_outputs[n]) {
-      if (plan->alias_source[s] >= 0 || plan->external_output[s] >= 0) continue;
+      if (plan->alias_source[s] >= 0 || plan->external_output[s] >= 0 || plan->known[s] != nullptr) continue;
       plan->offsets[s] = arena.allocate(bytes[s]);
     }
-    if (plan->scratch_size[n] > 0) {
+    if (plan->scratch_size[n] > 0 && !plan->skip_node[n]) {
       plan->scratch_offset[n] = arena.allocate(plan->scratch_size[n]);
       arena.release(plan->scratch_offset[n], plan->scratch_size[n]);
     }
@@ -483,24 +500,23 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
   plan->arena_bytes = arena.size();
   uint64_t outputs_bytes = 0;
   for (int s : output_slots) outputs_bytes += bytes[s];
-  if (plan->arena_bytes + outputs_bytes > physical_memory_bytes() / 4 * 3)
+  if (plan->arena_bytes + outputs_bytes > runtime::physical_memory_bytes() / 4 * 3)
     throw Error(ErrorCode::kResource,
                 "running with these input shapes needs " + std::to_string((plan->arena_bytes + outputs_bytes) >> 20) +
                     " MiB of activations, more than this machine's memory allows; use a smaller batch");
   return plan;
 }
 
-std::vector<Shape> Model::Impl::check_inputs(const std::vector<Tensor>& given) const {
-  if (given.size() != inputs.size()) {
+std::vector<Shape> Model::Impl::check_shapes(const std::vector<Shape>& shapes) const {
+  if (shapes.size() != inputs.size()) {
     std::ostringstream s;
     s << "model takes " << inputs.size() << " input" << (inputs.size() == 1 ? "" : "s") << " (";
     for (size_t i = 0; i < inputs.size(); ++i) s << (i ? ", " : "") << "'" << inputs[i].name << "'";
-    s << "), got " << given.size();
+    s << "), got " << shapes.size();
     throw Error(ErrorCode::kInvalidArgument, s.str());
   }
-  std::vector<Shape> shapes;
-  for (size_t i = 0; i < given.size(); ++i) {
-    const Shape& shape = given[i].shape();
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& shape = shapes[i];
     const Shape& want = inputs[i].shape;
     bool ok = shape.size() == want.size();
     for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] >= 0 && (want[d] < 0 || want[d] == shape[d]);
@@ -508,11 +524,32 @@ std::vector<Shape> Model::Impl::check_inputs(const std::vector<Tensor>& given) c
       throw Error(ErrorCode::kInvalidArgument, "input '" + inputs[i].name + "' has shape " +
                                                    ops::shape_string(shape) + ", expected " +
                                                    ops::shape_string(want) + " (-1 = any size)");
-    if (given[i].data() == nullptr && given[i].size() > 0)
-      throw Error(ErrorCode::kInvalidArgument, "input '" + inputs[i].name + "' has no data");
-    shapes.push_back(shape);
   }
   return shapes;
+}
+
+std::vector<Shape> Model::Impl::check_inputs(const std::vector<Tensor>& given) const {
+  std::vector<Shape> shapes;
+  for (const Tensor& t : given) shapes.push_back(t.shape());
+  check_shapes(shapes);
+  for (size_t i = 0; i < given.size(); ++i) {
+    if (given[i].dtype() != inputs[i].dtype)
+      throw Error(ErrorCode::kInvalidArgument, "input '" + inputs[i].name + "' has dtype " +
+                                                   dtype_name(given[i].dtype()) + ", expected " +
+                                                   dtype_name(inputs[i].dtype));
+    if (given[i].raw_data() == nullptr && given[i].size() > 0)
+      throw Error(ErrorCode::kInvalidArgument, "input '" + inputs[i].name + "' has no data");
+  }
+  return shapes;
+}
+
+void Model::Impl::give_back(Plan& plan, Arena arena) const {
+  if (!arena.memory) return;
+  std::lock_guard<std::mutex> lock(plan.arenas_mutex);
+  if (plan.free_arenas.size() < kIdleArenasPerPlan && idle_bytes.load() + arena.bytes <= idle_budget(plan)) {
+    idle_bytes += arena.bytes;
+    plan.free_arenas.push_back(std::move(arena));
+  }
 }
 
 void Model::Impl::execute(Plan& plan, const std::vector<Tensor>& given, std::vector<Tensor>& outs,
@@ -523,25 +560,34 @@ void Model::Impl::execute(Plan& plan, const std::vector<Tensor>& given, std::vec
     if (!plan.free_arenas.empty()) {
       arena = std::move(plan.free_arenas.back());
       plan.free_arenas.pop_back();
+      idle_bytes -= arena.bytes;
     }
   }
   if (!arena.memory && plan.arena_bytes > 0) {
-    arena.memory = allocate_floats(static_cast<int64_t>(plan.arena_bytes / sizeof(float)) + 1);
+    arena.memory = runtime::allocate_bytes(plan.arena_bytes);
     arena.bytes = plan.arena_bytes;
   }
-  char* base = reinterpret_cast<char*>(arena.memory.get());
+  char* base = static_cast<char*>(arena.memory.get());
 
   const size_t n_slots = slots.size();
-  std::vector<const float*> data(n_slots, nullptr);
+  std::vector<const void*> data(n_slots, nullptr);
   for (size_t s = 0; s < n_slots; ++s) {
+    if (plan.known[s] != nullptr) {
+      data[s] = plan.known[s];
+      continue;
+    }
     switch (slots[s].kind) {
-      case SlotKind::kInput: data[s] = given[slots[s].index].data(); break;
-      case SlotKind::kConstant: data[s] = slots[s].constant_data; break;
+      case SlotKind::kInput:
+        data[s] = given[slots[s].index].raw_data();
+        break;
+      case SlotKind::kConstant:
+        data[s] = slots[s].constant_data;
+        break;
       case SlotKind::kNodeOutput:
         if (plan.external_output[s] >= 0)
-          data[s] = outs[plan.external_output[s]].data();
+          data[s] = outs[plan.external_output[s]].raw_data();
         else if (plan.offsets[s] >= 0)
-          data[s] = reinterpret_cast<const float*>(base + plan.offsets[s]);
+          data[s] = base + plan.offsets[s];
         break;
     }
   }
@@ -552,36 +598,35 @@ void Model::Impl::execute(Plan& plan, const std::vector<Tensor>& given, std::vec
   std::vector<ops::OutputRef> out_refs;
   for (size_t n = 0; n < file.nodes.size(); ++n) {
     if (plan.skip_node[n]) continue;
-    auto start = std::chrono::steady_clock::now();
+    const auto start = std::chrono::steady_clock::now();
     in_refs.clear();
     out_refs.clear();
     for (int s : node_inputs[n]) {
       if (s < 0)
-        in_refs.push_back(ops::InputRef{nullptr, {}});
+        in_refs.push_back(ops::InputRef{nullptr, {}, DType::kFloat32});
       else
-        in_refs.push_back(ops::InputRef{data[s], plan.shapes[s]});
+        in_refs.push_back(ops::InputRef{data[s], plan.shapes[s], slots[s].dtype});
     }
-    for (int s : node_outputs[n]) out_refs.push_back(ops::OutputRef{const_cast<float*>(data[s]), plan.shapes[s]});
+    for (int s : node_outputs[n])
+      out_refs.push_back(ops::OutputRef{const_cast<void*>(data[s]), plan.shapes[s], slots[s].dtype});
     void* scratch = plan.scratch_offset[n] >= 0 ? base + plan.scratch_offset[n] : nullptr;
-    ops::RunContext ctx(*pool, scratch, plan.scratch_size[n]);
+    ops::RunContext ctx(runtime::ThreadPool::global(), threads, scratch, plan.scratch_size[n]);
     try {
       ops[n]->run(ctx, in_refs, out_refs);
     } catch (const Error& e) {
-      std::lock_guard<std::mutex> lock(plan.arenas_mutex);
-      plan.free_arenas.push_back(std::move(arena));
+      give_back(plan, std::move(arena));
       throw Error(e.code(), node_label(n) + ": " + e.what());
     }
     if (node_ms)
       (*node_ms)[n] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   }
-  // outputs not written in place (graph inputs, aliases, repeated outputs)
+  // outputs not written in place (graph inputs, aliases, plan-time values, repeated outputs)
   for (size_t i = 0; i < output_slots.size(); ++i) {
-    int s = output_slots[i];
-    if (plan.external_output[s] == static_cast<int>(i)) continue;
-    std::memcpy(outs[i].data(), data[s], sizeof(float) * static_cast<size_t>(outs[i].size()));
+    const int s = output_slots[i];
+    if (plan.external_output[s] == static_cast<int>(i) && plan.known[s] == nullptr) continue;
+    if (outs[i].nbytes() > 0) std::memcpy(outs[i].raw_data(), data[s], outs[i].nbytes());
   }
-  std::lock_guard<std::mutex> lock(plan.arenas_mutex);
-  if (plan.free_arenas.size() < 16) plan.free_arenas.push_back(std::move(arena));
+  give_back(plan, std::move(arena));
 }
 
 // ---------------------------------------------------------------------------
@@ -592,7 +637,7 @@ Model::~Model() = default;
 
 Model Model::load(const std::string& path, const LoadOptions& options) {
   auto impl = std::make_shared<Impl>();
-  impl->file = format::read_file(path, options.verify_checksum);
+  impl->file = format::read_file(path, options.verify_checksum, options.mmap);
   impl->build(options);
   return Model(std::move(impl));
 }
@@ -608,31 +653,13 @@ Model Model::load_from_buffer(const void* data, size_t size, const LoadOptions& 
 const std::vector<TensorSpec>& Model::inputs() const { return impl_->inputs; }
 const std::vector<TensorSpec>& Model::outputs() const { return impl_->outputs; }
 const std::map<std::string, std::string>& Model::metadata() const { return impl_->metadata; }
-int Model::threads() const { return impl_->pool->threads(); }
+int Model::threads() const { return impl_->threads; }
+const std::string& Model::isa() const { return impl_->isa; }
+const std::vector<std::string>& Model::load_log() const { return impl_->log; }
+const std::vector<spr::Node>& Model::nodes() const { return impl_->file.nodes; }
 
 std::vector<std::vector<int64_t>> Model::output_shapes(const std::vector<std::vector<int64_t>>& input_shapes) const {
-  std::vector<Tensor> views;
-  for (const auto& s : input_shapes) views.push_back(Tensor::view(nullptr, s));
-  for (const auto& s : input_shapes)
-    for (int64_t d : s)
-      if (d < 0) throw Error(ErrorCode::kInvalidArgument, "input shapes must not have negative dims");
-  std::vector<Shape> checked;
-  {
-    // same checks as run(), without data
-    if (views.size() != impl_->inputs.size())
-      throw Error(ErrorCode::kInvalidArgument, "expected " + std::to_string(impl_->inputs.size()) +
-                                                   " input shapes, got " + std::to_string(views.size()));
-    for (size_t i = 0; i < views.size(); ++i) {
-      const Shape& want = impl_->inputs[i].shape;
-      const Shape& got = views[i].shape();
-      bool ok = got.size() == want.size();
-      for (size_t d = 0; ok && d < got.size(); ++d) ok = want[d] < 0 || want[d] == got[d];
-      if (!ok)
-        throw Error(ErrorCode::kInvalidArgument, "input '" + impl_->inputs[i].name + "' has shape " +
-                                                     ops::shape_string(got) + ", expected " +
-                                                     ops::shape_string(want) + " (-1 = any size)");
-    }
-  }
+  impl_->check_shapes(input_shapes);
   auto plan = impl_->get_plan(input_shapes);
   std::vector<std::vector<int64_t>> out;
   for (int s : impl_->output_slots) out.push_back(plan->shapes[s]);
@@ -644,7 +671,7 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs) const {
   auto plan = impl_->get_plan(shapes);
   std::vector<Tensor> outs;
   outs.reserve(impl_->output_slots.size());
-  for (int s : impl_->output_slots) outs.emplace_back(plan->shapes[s]);
+  for (int s : impl_->output_slots) outs.emplace_back(plan->shapes[s], impl_->slots[s].dtype);
   impl_->execute(*plan, inputs, outs, nullptr);
   return outs;
 }
@@ -656,35 +683,39 @@ void Model::run(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs)
     throw Error(ErrorCode::kInvalidArgument, "expected " + std::to_string(impl_->output_slots.size()) +
                                                  " output tensors, got " + std::to_string(outputs.size()));
   for (size_t i = 0; i < outputs.size(); ++i) {
-    const Shape& want = plan->shapes[impl_->output_slots[i]];
-    if (outputs[i].shape() != want || (outputs[i].data() == nullptr && outputs[i].size() > 0))
-      throw Error(ErrorCode::kInvalidArgument, "output '" + impl_->file.outputs[i] + "' must have shape " +
+    const int s = impl_->output_slots[i];
+    const Shape& want = plan->shapes[s];
+    if (outputs[i].shape() != want || outputs[i].dtype() != impl_->slots[s].dtype ||
+        (outputs[i].raw_data() == nullptr && outputs[i].size() > 0))
+      throw Error(ErrorCode::kInvalidArgument, "output '" + impl_->file.outputs[i] + "' must be " +
+                                                   dtype_name(impl_->slots[s].dtype) + " of shape " +
                                                    ops::shape_string(want) + ", got " +
+                                                   dtype_name(outputs[i].dtype()) + " " +
                                                    ops::shape_string(outputs[i].shape()));
   }
   impl_->execute(*plan, inputs, outputs, nullptr);
 }
 
 double Model::profile(const std::vector<Tensor>& inputs, int repeats) const {
-  if (repeats < 1) throw Error(ErrorCode::kInvalidArgument, "repeats must be >= 1");
+  if (repeats < 1 || repeats > 1000000) throw Error(ErrorCode::kInvalidArgument, "repeats must be in [1, 10^6]");
   auto shapes = impl_->check_inputs(inputs);
   auto plan = impl_->get_plan(shapes);
   const size_t n_nodes = impl_->file.nodes.size();
   std::vector<std::vector<double>> times(n_nodes);
   std::vector<double> totals;
   std::vector<Tensor> outs;
-  for (int s : impl_->output_slots) outs.emplace_back(plan->shapes[s]);
+  for (int s : impl_->output_slots) outs.emplace_back(plan->shapes[s], impl_->slots[s].dtype);
   impl_->execute(*plan, inputs, outs, nullptr);  // warm up
   std::vector<double> node_ms(n_nodes, 0.0);
   for (int r = 0; r < repeats; ++r) {
-    auto start = std::chrono::steady_clock::now();
+    const auto start = std::chrono::steady_clock::now();
     impl_->execute(*plan, inputs, outs, &node_ms);
     totals.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     for (size_t n = 0; n < n_nodes; ++n) times[n].push_back(node_ms[n]);
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    size_t m = v.size() / 2;
+    const size_t m = v.size() / 2;
     return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
   };
   std::vector<double> med(n_nodes);
@@ -702,9 +733,7 @@ std::vector<NodeInfo> Model::summary(const std::vector<std::vector<int64_t>>& in
     std::lock_guard<std::mutex> lock(impl_->plans_mutex);
     shapes = impl_->last_shapes;
   }
-  if (shapes.size() != impl_->inputs.size())
-    throw Error(ErrorCode::kInvalidArgument, "summary: expected " + std::to_string(impl_->inputs.size()) +
-                                                 " input shapes");
+  impl_->check_shapes(shapes);
   auto plan = impl_->get_plan(shapes);
   std::vector<double> node_ms;
   {
@@ -726,11 +755,27 @@ std::vector<NodeInfo> Model::summary(const std::vector<std::vector<int64_t>>& in
       info.output_shapes.push_back(plan->shapes[s]);
     }
     impl_->ops[n]->describe(ins, outs, &info);
-    if (plan->skip_node[n]) info.kernel = "alias (no copy)";
+    if (plan->skip_node[n]) {
+      const int out = impl_->node_outputs[n].empty() ? -1 : impl_->node_outputs[n][0];
+      info.kernel = out >= 0 && plan->known[out] != nullptr ? "computed while planning" : "alias (no copy)";
+    }
     if (!node_ms.empty()) info.time_ms = plan->skip_node[n] ? 0.0 : node_ms[n];
     rows.push_back(std::move(info));
   }
   return rows;
 }
+
+void Model::release_memory() const {
+  std::lock_guard<std::mutex> lock(impl_->plans_mutex);
+  for (auto& plan : impl_->plans) {
+    std::lock_guard<std::mutex> arenas(plan->arenas_mutex);
+    for (const Arena& a : plan->free_arenas) impl_->idle_bytes -= a.bytes;
+    plan->free_arenas.clear();
+  }
+  // keep the most recent plan's shapes only (its plan is rebuilt on demand)
+  impl_->plans.clear();
+}
+
+size_t Model::cached_bytes() const { return static_cast<size_t>(impl_->idle_bytes.load()); }
 
 }  // namespace sparsert

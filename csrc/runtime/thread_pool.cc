@@ -1,6 +1,15 @@
 #include "runtime/thread_pool.h"
 
+#include <sched.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <system_error>
+
+#include "sparsert/sparsert.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -13,15 +22,55 @@
 
 namespace sparsert {
 namespace runtime {
+namespace {
 
-int ThreadPool::hardware_threads() {
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
+// How long an idle worker spins for the next job before sleeping, and how
+// long after arriving late (the job was already done by others) it skips
+// spinning: on a busy machine a spinning worker only steals the core from
+// the thread that has the work.
+constexpr auto kSpin = std::chrono::microseconds(300);
+constexpr int kLateJobsBeforeBackoff = 4;
+constexpr auto kBackoff = std::chrono::milliseconds(20);
+
+// CPU quota of the process's cgroup in CPUs (rounded up), or 0 when unlimited / unknown.
+int cgroup_cpu_limit() {
+  {
+    std::ifstream f("/sys/fs/cgroup/cpu.max");  // cgroup v2: "<quota> <period>" or "max <period>"
+    std::string quota;
+    long long period = 0;
+    if (f >> quota >> period && quota != "max" && period > 0) {
+      const long long q = std::atoll(quota.c_str());
+      if (q > 0) return static_cast<int>(std::ceil(static_cast<double>(q) / static_cast<double>(period)));
+    }
+  }
+  std::ifstream fq("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), fp("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  long long q = 0, p = 0;
+  if (fq >> q && fp >> p && q > 0 && p > 0)
+    return static_cast<int>(std::ceil(static_cast<double>(q) / static_cast<double>(p)));
+  return 0;
 }
 
-ThreadPool::ThreadPool(int threads) : threads_(threads < 1 ? 1 : threads) {
-  workers_.reserve(threads_ - 1);
-  for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+}  // namespace
+
+ThreadPool& ThreadPool::global() {
+  // Never destroyed: models may be released from static destructors of other
+  // translation units, after this one's would have run.
+  static ThreadPool* pool = new ThreadPool();
+  return *pool;
+}
+
+int ThreadPool::available_cpus() {
+  int n = 0;
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+#endif
+  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  if (n <= 0) n = 1;
+  const int quota = cgroup_cpu_limit();
+  if (quota > 0 && quota < n) n = quota;
+  return std::min(n, kMaxThreads);
 }
 
 ThreadPool::~ThreadPool() {
@@ -34,10 +83,32 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+int ThreadPool::workers() const { return n_workers_.load(std::memory_order_acquire); }
+
+void ThreadPool::reserve(int threads) {
+  if (threads > kMaxThreads)
+    throw Error(ErrorCode::kResource, "threads = " + std::to_string(threads) + " exceeds the limit of " +
+                                          std::to_string(kMaxThreads) + "; use at most " +
+                                          std::to_string(available_cpus()) +
+                                          " (the cores this process may use)");
+  std::lock_guard<std::mutex> lock(start_mutex_);
+  while (static_cast<int>(workers_.size()) < threads - 1) {
+    const int index = static_cast<int>(workers_.size());
+    try {
+      workers_.emplace_back([this, index] { worker_loop(index); });
+    } catch (const std::system_error& e) {
+      throw Error(ErrorCode::kResource, "could not start kernel thread " + std::to_string(index + 2) +
+                                            " of " + std::to_string(threads) + " (" + e.what() +
+                                            "); use fewer threads");
+    }
+    n_workers_.store(static_cast<int>(workers_.size()), std::memory_order_release);
+  }
+}
+
 void ThreadPool::run_tasks() {
   const auto& fn = *fn_;
   for (;;) {
-    int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
+    const int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
     if (task >= tasks_) break;
     try {
       fn(task);
@@ -49,24 +120,36 @@ void ThreadPool::run_tasks() {
   }
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int index) {
   // Generation 0 is the pool's state at construction: a worker that starts
   // late must still see every job (and the stop) published after it.
   uint64_t seen = 0;
+  int late_jobs = 0;
+  auto no_spin_until = std::chrono::steady_clock::time_point{};
   for (;;) {
-    // Spin a little for the next job, then sleep.
-    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
-    while (generation_.load(std::memory_order_acquire) == seen &&
-           std::chrono::steady_clock::now() < spin_until) {
-      for (int i = 0; i < 64; ++i) SPARSERT_CPU_RELAX();
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= no_spin_until) {
+      const auto spin_until = now + kSpin;
+      while (generation_.load(std::memory_order_acquire) == seen &&
+             std::chrono::steady_clock::now() < spin_until) {
+        for (int i = 0; i < 32; ++i) SPARSERT_CPU_RELAX();
+      }
     }
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
       seen = generation_.load();
       if (stop_) return;
-      // The job may already be retired by its caller (it ran every task itself).
-      if (fn_ == nullptr) continue;
+      // The job may already be retired by its caller (it ran every task itself),
+      // or need fewer workers than there are.
+      if (fn_ == nullptr || index >= job_workers_ || next_.load() >= tasks_) {
+        if (fn_ != nullptr && index < job_workers_ && ++late_jobs >= kLateJobsBeforeBackoff) {
+          no_spin_until = std::chrono::steady_clock::now() + kBackoff;
+          late_jobs = 0;
+        }
+        continue;
+      }
+      late_jobs = 0;
       active_workers_.fetch_add(1);
     }
     run_tasks();
@@ -77,11 +160,12 @@ void ThreadPool::worker_loop() {
   }
 }
 
-void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn,
+                              int max_threads) {
   if (tasks <= 0) return;
+  const int helpers = std::min<int64_t>(std::min(max_threads - 1, workers()), tasks - 1);
   bool expected = false;
-  if (tasks == 1 || threads_ == 1 ||
-      !busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+  if (helpers <= 0 || !busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
     for (int64_t t = 0; t < tasks; ++t) fn(t);
     return;
   }
@@ -93,17 +177,22 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = &fn;
     tasks_ = tasks;
+    job_workers_ = helpers;
     next_.store(0);
     finished_.store(0);
     error_ = nullptr;
     generation_.fetch_add(1, std::memory_order_release);
   }
-  wake_.notify_all();
+  if (helpers == 1) {
+    wake_.notify_one();  // the spinning worker sees the generation without it
+  } else {
+    wake_.notify_all();
+  }
   run_tasks();
   // Wait until every task finished, then retire the job under the lock once no
   // worker is inside it (workers only join a live job, under the same lock).
   for (int i = 0; finished_.load(std::memory_order_acquire) < tasks_; ++i) {
-    if (i < 20000) {
+    if (i < 2000) {
       SPARSERT_CPU_RELAX();
     } else {
       std::this_thread::yield();

@@ -1,11 +1,15 @@
-// A small fork-join thread pool owned by each Model. parallel_for() hands out
-// task indices from an atomic counter to the caller and `threads - 1`
-// workers. Workers spin briefly after a job before sleeping, because an
-// inference issues many short parallel regions back to back.
+// One process-wide fork-join thread pool shared by every Model (N models do
+// not start N x cores threads). parallel_for() hands out task indices from an
+// atomic counter to the caller and to up to `threads - 1` workers, so a core
+// that is slow or busy takes fewer tasks instead of holding everyone up.
+// Workers spin briefly after a job before sleeping, because an inference
+// issues many short parallel regions back to back; the spin is cut short
+// when the machine is busy (a worker that keeps arriving after the work is
+// gone stops spinning for a while).
 //
-// Several threads may call parallel_for() on the same pool at once (one Model
-// run from many threads): the first caller gets the workers, the others run
-// their tasks inline on their own thread. Results never depend on which
+// Several threads may call parallel_for() at once (one Model run from many
+// threads, or several Models): the first caller gets the workers, the others
+// run their tasks inline on their own thread. Results never depend on which
 // thread ran a task.
 #pragma once
 
@@ -22,25 +26,37 @@ namespace runtime {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);
+  // The process-wide pool (workers are started on demand by reserve()).
+  static ThreadPool& global();
+
+  ThreadPool() = default;
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int threads() const { return threads_; }
+  // Makes sure `threads - 1` workers exist. Throws Error(kResource) when
+  // threads exceeds kMaxThreads or the system refuses to start a thread (the
+  // workers started so far keep running and are used).
+  void reserve(int threads);
+  int workers() const;
 
-  // Calls fn(task) for every task in [0, tasks) and returns when all are done.
-  // The first exception thrown by a task is rethrown here (after all finish).
-  void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn);
+  // Calls fn(task) for every task in [0, tasks) on the caller and at most
+  // max_threads - 1 workers, and returns when all are done. The first
+  // exception thrown by a task is rethrown here (after all finish).
+  void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn, int max_threads);
 
-  static int hardware_threads();
+  // CPUs this process may use: its affinity mask, capped by a cgroup CPU
+  // quota (cgroup v2 cpu.max or v1 cfs_quota_us), at least 1.
+  static int available_cpus();
 
  private:
-  void worker_loop();
+  void worker_loop(int index);
   void run_tasks();
 
-  int threads_;
+  mutable std::mutex start_mutex_;  // guards workers_ growth
   std::vector<std::thread> workers_;
+  std::atomic<int> n_workers_{0};
+
   // Set by the caller that owns the workers for a job. An atomic flag rather
   // than a mutex: a task may itself call parallel_for on the thread that
   // owns the job, and try_lock on a mutex one already holds is undefined.
@@ -55,6 +71,8 @@ class ThreadPool {
   // the current job
   const std::function<void(int64_t)>* fn_ = nullptr;
   int64_t tasks_ = 0;
+  int job_workers_ = 0;                // workers allowed to join this job
+  std::atomic<int> joined_{0};         // workers that joined it
   std::atomic<int64_t> next_{0};
   std::atomic<int64_t> finished_{0};
   std::atomic<int> active_workers_{0};

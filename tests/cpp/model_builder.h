@@ -19,6 +19,8 @@ namespace testing {
 class SprWriter {
  public:
   using Bytes = std::vector<uint8_t>;
+  // version 1 files have no dim names and use the version 1 op names.
+  explicit SprWriter(uint32_t version = format::kVersion) : version_(version) {}
   struct Attr {
     std::string key;
     uint32_t type;  // 1 INT, 2 FLOAT, 3 STRING, 4 INTS
@@ -39,6 +41,8 @@ class SprWriter {
     put_u32(inputs_, 1);
     put_u32(inputs_, static_cast<uint32_t>(dims.size()));
     for (int64_t d : dims) put_u64(inputs_, static_cast<uint64_t>(d));
+    if (version_ >= 2)
+      for (size_t i = 0; i < dims.size(); ++i) put_str(inputs_, dims[i] < 0 ? "n" : "");
     ++n_inputs_;
   }
   void output(const std::string& name) {
@@ -108,9 +112,8 @@ class SprWriter {
     put_u64(body, n_tensors_);
     append(body, tensors_);
     const uint64_t data_offset = align(format::kHeaderSize + body.size());
-    Bytes file;
-    file.insert(file.end(), format::kMagic, format::kMagic + 4);
-    put_u32(file, format::kVersion);
+    Bytes file(format::kMagic, format::kMagic + 4);
+    put_u32(file, version_);
     put_u32(file, kAlign);
     put_u32(file, 0);
     put_u64(file, body.size());
@@ -140,9 +143,12 @@ class SprWriter {
   }
   static void put_str(Bytes& b, const std::string& s) {
     put_u32(b, static_cast<uint32_t>(s.size()));
-    b.insert(b.end(), s.begin(), s.end());
+    for (char c : s) b.push_back(static_cast<uint8_t>(c));
   }
-  static void append(Bytes& b, const Bytes& more) { b.insert(b.end(), more.begin(), more.end()); }
+  static void append(Bytes& b, const Bytes& more) {
+    b.reserve(b.size() + more.size());
+    for (uint8_t c : more) b.push_back(c);
+  }
   void tensor_head(const std::string& name, const std::vector<int64_t>& dims, uint32_t storage) {
     put_str(tensors_, name);
     put_u32(tensors_, 1);
@@ -155,10 +161,11 @@ class SprWriter {
     data_.resize(align(data_.size()), 0);
     const uint64_t offset = data_.size();
     const auto* b = static_cast<const uint8_t*>(p);
-    data_.insert(data_.end(), b, b + n);
+    for (size_t i = 0; i < n; ++i) data_.push_back(b[i]);
     return offset;
   }
 
+  uint32_t version_;
   Bytes inputs_, outputs_, nodes_, tensors_, data_;
   uint64_t n_inputs_ = 0, n_outputs_ = 0, n_nodes_ = 0, n_tensors_ = 0;
 };
@@ -188,19 +195,22 @@ inline std::vector<uint8_t> mlp_model(uint32_t seed) {
   return w.bytes();
 }
 
-// x [-1, 3, 12, 12] -> Conv2d (CSR 8x3x3x3, pad 1, relu) -> MaxPool 2x2 ->
-// Conv2d (dense 4x8x3x3, stride 2) -> GlobalAveragePool -> y [-1, 4, 1, 1].
-inline std::vector<uint8_t> cnn_model(uint32_t seed) {
+// x [-1, 3, 12, 12] -> Conv (CSR 8x3x3x3, pad 1, relu) -> MaxPool 2x2 ->
+// Conv (dense 4x8x3x3, stride 2) -> GlobalAveragePool -> y [-1, 4, 1, 1].
+// version 1 writes the same model with the version 1 op names.
+inline std::vector<uint8_t> cnn_model(uint32_t seed, uint32_t version = format::kVersion) {
   std::mt19937 rng(seed);
-  SprWriter w;
+  SprWriter w(version);
+  const bool v1 = version == 1;
   w.input("x", {-1, 3, 12, 12});
   w.csr("k1", {8, 3, 3, 3}, random_floats(8 * 27, rng, 0.6f));
   w.dense("c1", {8}, random_floats(8, rng));
   w.dense("k2", {4, 8, 3, 3}, random_floats(4 * 72, rng));
-  w.node("conv1", "Conv2d", {"x", "k1", "c1"}, {"h1"},
+  w.node("conv1", v1 ? "Conv2d" : "Conv", {"x", "k1", "c1"}, {"h1"},
          {SprWriter::ints_attr("pads", {1, 1, 1, 1}), SprWriter::str_attr("activation", "relu")});
-  w.node("pool", "MaxPool2d", {"h1"}, {"h2"}, {SprWriter::ints_attr("kernel", {2, 2})});
-  w.node("conv2", "Conv2d", {"h2", "k2"}, {"h3"}, {SprWriter::ints_attr("strides", {2, 2})});
+  w.node("pool", v1 ? "MaxPool2d" : "MaxPool", {"h1"}, {"h2"},
+         {SprWriter::ints_attr(v1 ? "kernel" : "kernel_shape", {2, 2})});
+  w.node("conv2", v1 ? "Conv2d" : "Conv", {"h2", "k2"}, {"h3"}, {SprWriter::ints_attr("strides", {2, 2})});
   w.node("gap", "GlobalAveragePool", {"h3"}, {"y"});
   w.output("y");
   return w.bytes();

@@ -484,7 +484,7 @@ std::vector<Case> corruptions() {
          return b;
        },
        "bad magic"},
-      {"version_2", header_u32(4, 2), "unsupported version 2"},
+      {"version_3", header_u32(4, 3), "unsupported version 3"},
       {"version_0", header_u32(4, 0), "unsupported version 0"},
       {"alignment_3", header_u32(8, 3), "header alignment 3 is not a power of two"},
       {"alignment_4", header_u32(8, 4), "header alignment 4 is not a power of two"},
@@ -496,13 +496,13 @@ std::vector<Case> corruptions() {
          b.pop_back();
          return b;
        },
-       "!= file size"},
+       "file is truncated"},
       {"truncated_in_body",
        [](Bytes b) {
          b.resize(100);
          return b;
        },
-       "!= file size"},
+       "file is truncated"},
       {"trailing_garbage",
        [](Bytes b) {
          b.push_back(0);
@@ -514,7 +514,7 @@ std::vector<Case> corruptions() {
          set_u64(b, 24, b.size() + 64);
          return b;
        },
-       "!= file size"},
+       "file is truncated"},
       {"data_size_overflow", header_u64(32, kU64Max), "!= file size"},
       {"body_size_past_data", header_u64(16, kU64Max - 7),
        "header body_size 18446744073709551608 does not fit before data_offset"},

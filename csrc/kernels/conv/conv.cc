@@ -29,11 +29,6 @@ std::vector<ConvKernel> make_conv_kernels() {
   return list;
 }
 
-// True if kernels for `isa` may be used when the choice is capped at `cap`
-// (the same rule as dispatch.cc: AVX-512 includes AVX2).
-bool within(Isa isa, Isa cap) {
-  return isa == Isa::kScalar || isa == cap || (isa == Isa::kAvx2 && cap == Isa::kAvx512);
-}
 
 }  // namespace
 
@@ -42,14 +37,7 @@ const std::vector<ConvKernel>& conv_kernels() {
   return list;
 }
 
-const ConvKernel& conv_kernel(Isa isa) {
-  const std::vector<ConvKernel>& list = conv_kernels();
-  const ConvKernel* chosen = &list.front();
-  for (const ConvKernel& k : list) {
-    if (within(k.isa, isa)) chosen = &k;
-  }
-  return *chosen;
-}
+const ConvKernel& conv_kernel(Isa isa) { return pick_kernel(conv_kernels(), isa); }
 
 const ConvKernel& conv_best() {
   static const ConvKernel& best = conv_kernel(best_isa());

@@ -36,11 +36,6 @@ std::vector<EltwiseKernel> make_eltwise_kernels() {
   return list;
 }
 
-// True if kernels for `isa` may be used when the choice is capped at `cap`
-// (the same rule as dispatch.cc: AVX-512 includes AVX2).
-bool within(Isa isa, Isa cap) {
-  return isa == Isa::kScalar || isa == cap || (isa == Isa::kAvx2 && cap == Isa::kAvx512);
-}
 
 }  // namespace
 
@@ -49,14 +44,7 @@ const std::vector<EltwiseKernel>& eltwise_kernels() {
   return list;
 }
 
-const EltwiseKernel& eltwise_kernel(Isa isa) {
-  const std::vector<EltwiseKernel>& list = eltwise_kernels();
-  const EltwiseKernel* chosen = &list.front();
-  for (const EltwiseKernel& k : list) {
-    if (within(k.isa, isa)) chosen = &k;
-  }
-  return *chosen;
-}
+const EltwiseKernel& eltwise_kernel(Isa isa) { return pick_kernel(eltwise_kernels(), isa); }
 
 const EltwiseKernel& eltwise_best() {
   static const EltwiseKernel& best = eltwise_kernel(best_isa());

@@ -5,17 +5,16 @@
     print(result.summary)
 
 Steps (docs/export.md): physically remove structurally pruned channels with
-:func:`sparsert.prune.shrink`; trace with ``torch.fx`` (:mod:`._lower`); fold BatchNorm, fuse
-residual adds and activations (:mod:`._ir`); write every layer weight dense or CSR; run the result
-on the example input and compare it with the PyTorch model; write atomically.
+:func:`sparsert.prune.shrink`; trace with ``torch.fx`` (:mod:`._lower`) into the shared graph of
+:mod:`sparsert.ir`; run its passes (BatchNorm and bias folding); write every layer weight dense,
+CSR or BSR; run the result on the example input and compare it with the PyTorch model (the
+loader fuses residual adds and activations); write atomically.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
-import types
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from torch import nn
 from sparsert import format as spr
 from sparsert.graph import GraphBuilder
 
-from ._ir import Graph, optimize
+from sparsert import ir
 from ._lower import UnsupportedOpError, effective_param, lower, trace
 
 __all__ = ["ExportResult", "UnsupportedOpError", "effective_param", "export"]
@@ -113,44 +112,22 @@ def _shrink(
     return small, shrunk
 
 
-def _emit(graph: Graph, name: str, storage: str, metadata: dict[str, Any]) -> GraphBuilder:
-    b = GraphBuilder(name, producer="sparsert.export", metadata=metadata)
-    names: dict[str, str] = {}
-    for value, shape in graph.inputs:
-        names[value] = b.input(value, (-1, *shape[1:]))
-    for op in graph.ops:
-        inputs: list[str | None] = []
-        for position, value in enumerate(op.inputs):
-            if not value:
-                inputs.append(None)
-                continue
-            if value not in names:
-                const = graph.consts[value]
-                # Only layer weights (input 1 of Linear/Conv2d) may be CSR.
-                mode = storage if const.weight and position == 1 else "dense"
-                names[value] = b.constant(value, const.array, storage=mode)
-            inputs.append(names[value])
-        outs = b.node(
-            op.op_type, inputs, op.attrs, name=op.name, outputs=[b.unique_name(o) for o in op.outputs]
-        )
-        for value, out in zip(op.outputs, outs if isinstance(outs, tuple) else (outs,)):
-            names[value] = out
-    producers = {o for op in graph.ops for o in op.outputs}
-    renamed: set[str] = set()
-    for k, value in enumerate(graph.outputs):
-        wanted = "output" if len(graph.outputs) == 1 else f"output_{k}"
-        if value in producers and value not in renamed:
-            renamed.add(value)
-            names[value] = b.output(names[value], b.unique_name(wanted))
-        else:
-            b.output(names[value])
-    return b
+def _emit(graph: ir.Graph, name: str, storage: str, metadata: dict[str, Any],
+          block: tuple[int, int] | None = None) -> GraphBuilder:
+    outputs = ["output"] if len(graph.outputs) == 1 else [f"output_{k}" for k in range(len(graph.outputs))]
+    # a tensor returned twice keeps its name the second time
+    seen: set[str] = set()
+    names = []
+    for value, wanted in zip(graph.outputs, outputs):
+        names.append(value if value in seen else wanted)
+        seen.add(value)
+    return ir.emit(graph, name, "sparsert.export", metadata, storage=storage, block=block, output_names=names)
 
 
 def _weight_counts(model_file: spr.ModelFile) -> tuple[int, int]:
-    weights = {n.inputs[1] for n in model_file.nodes if n.op_type in ("Linear", "Conv2d", "ConvTranspose2d")}
-    csr = sum(1 for t in model_file.tensors if t.name in weights and t.storage == "csr")
-    return csr, len(weights) - csr
+    weights = {n.inputs[1] for n in model_file.nodes if n.op_type in ir.LAYER_OPS}
+    sparse = sum(1 for t in model_file.tensors if t.name in weights and t.storage != "dense")
+    return sparse, len(weights) - sparse
 
 
 def _compare(expected: Sequence[torch.Tensor], got: Sequence[np.ndarray]) -> tuple[float, float, str]:
@@ -232,8 +209,8 @@ def export(
             f"cannot export {model_name}: the traced graph has {len(graph.outputs)} output(s), the model "
             f"returns {len(expected)}"
         )
-    fusions = optimize(graph)
-    metadata = {"export.fusions": ", ".join(f"{k}={v}" for k, v in fusions.items())}
+    fusions = ir.optimize(graph)
+    metadata = {"export.rewrites": ", ".join(f"{k}={v}" for k, v in fusions.items())}
     if shrunk:  # read by `sparsert inspect` to mark physically shrunk layers
         metadata["export.shrunk"] = ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk.items())
     builder = _emit(graph, model_name, storage, metadata)
@@ -262,14 +239,14 @@ def export(
         raise ValueError(f"export of {model_name} failed verification ({path!r} not written): {problem}")
 
     builder.save(path)  # atomic: temp file + fsync + rename
-    op_counts = Counter(op.op_type for op in graph.ops)
+    op_counts = Counter(op.op for op in graph.nodes)
     lines = [
-        f"{model_name} -> {path}: {len(graph.ops)} ops ("
+        f"{model_name} -> {path}: {len(graph.nodes)} ops ("
         + ", ".join(f"{n}x{op}" for op, n in sorted(op_counts.items()))
         + ")",
         f"  layer weights: {n_csr} CSR, {n_dense} dense; file {len(blob)} bytes "
         f"(all-dense {dense_size} bytes, {len(blob) / dense_size:.1%})",
-        f"  rewrites: {metadata['export.fusions']}",
+        f"  rewrites: {metadata['export.rewrites']}",
     ]
     if shrunk:
         lines.append("  shrunk: " + ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk.items()))
@@ -288,14 +265,3 @@ def export(
         shrunk_layers=shrunk,
         summary="\n".join(lines),
     )
-
-
-class _CallableModule(types.ModuleType):
-    """``import sparsert.export`` rebinds ``sparsert.export`` to this package; keep it callable so
-    ``sparsert.export(model, x, path)`` works before and after that import."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> ExportResult:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

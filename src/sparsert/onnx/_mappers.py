@@ -40,7 +40,7 @@ def spr(
     op: str, inputs: list[str], outputs: list[str] | str, attrs: dict[str, Any] | None = None, name: str = ""
 ) -> Node:
     outs = [outputs] if isinstance(outputs, str) else list(outputs)
-    return Node(op, list(inputs), outs, dict(attrs or {}), name, SPR)
+    return Node(op, list(inputs), outs, dict(attrs or {}), name, where=name, domain=SPR)
 
 
 def _const(g: Graph, node: Node, idx: int, what: str) -> np.ndarray:
@@ -146,17 +146,17 @@ def _conv(g: Graph, node: Node) -> list[Node]:
         x = x2
     else:
         pads = _window_pads(g, node, k, strides, dil)
-    attrs = {"strides": strides, "pads": pads, "dilations": dil, "groups": int(node.attrs.get("group", 1))}
+    attrs = {"strides": strides, "pads": pads, "dilations": dil, "group": int(node.attrs.get("group", 1))}
     ins = [x, _f32(g, node.name + ".weight", w)]
     ins.append(_f32(g, node.name + ".bias", b.reshape(-1)) if b is not None else "")
     if not one_d:
-        nodes.append(spr("Conv2d", ins, node.outputs[0], attrs, node.name))
+        nodes.append(spr("Conv", ins, node.outputs[0], attrs, node.name))
         return nodes
     out = node.outputs[0]
     n_, co, lo = g.shape(out, node)
     y2 = g.fresh(out + ".2d")
     g.shapes[y2] = (n_, co, 1, lo)
-    nodes.append(spr("Conv2d", ins, y2, attrs, node.name))
+    nodes.append(spr("Conv", ins, y2, attrs, node.name))
     nodes.append(spr("Reshape", [y2], out, {"shape": [n_, co, lo]}, node.name + ".to1d"))
     return nodes
 
@@ -200,12 +200,12 @@ def _conv_transpose(g: Graph, node: Node) -> list[Node]:
         "strides": s,
         "pads": pads,
         "dilations": d,
-        "groups": int(node.attrs.get("group", 1)),
+        "group": int(node.attrs.get("group", 1)),
         "output_padding": out_pad,
     }
     ins = [node.inputs[0], _f32(g, node.name + ".weight", w)]
     ins.append(_f32(g, node.name + ".bias", b.reshape(-1)) if b is not None else "")
-    return [spr("ConvTranspose2d", ins, node.outputs[0], attrs, node.name)]
+    return [spr("ConvTranspose", ins, node.outputs[0], attrs, node.name)]
 
 
 @mapper("BatchNormalization")
@@ -223,7 +223,7 @@ def _batchnorm(g: Graph, node: Node) -> list[Node]:
         _f32(g, f"{node.name}.{n}", p) for n, p in zip(("scale", "bias", "mean", "var"), params)
     ]
     return [
-        spr("BatchNorm", ins, node.outputs[0], {"epsilon": float(node.attrs.get("epsilon", 1e-5))}, node.name)
+        spr("BatchNormalization", ins, node.outputs[0], {"epsilon": float(node.attrs.get("epsilon", 1e-5))}, node.name)
     ]
 
 
@@ -334,7 +334,7 @@ def _matmul(g: Graph, node: Node) -> list[Node]:
 # --------------------------------------------------------------------------- element-wise
 
 
-_UNARY = {"Relu": "ReLU", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "HardSwish": "HardSwish"}
+_UNARY = {"Relu": "Relu", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "HardSwish": "HardSwish"}
 
 
 @mapper(*_UNARY)
@@ -346,7 +346,7 @@ def _unary(g: Graph, node: Node) -> list[Node]:
 def _leaky(g: Graph, node: Node) -> list[Node]:
     return [
         spr(
-            "LeakyReLU",
+            "LeakyRelu",
             [node.inputs[0]],
             node.outputs[0],
             {"alpha": float(node.attrs.get("alpha", 0.01))},
@@ -366,7 +366,7 @@ def _gelu(g: Graph, node: Node) -> list[Node]:
     approx = node.attrs.get("approximate", "none")
     if approx not in ("none", "tanh"):
         raise Unsupported(f"approximate={approx!r}")
-    return [spr("GELU", [node.inputs[0]], node.outputs[0], {"approximate": approx}, node.name)]
+    return [spr("Gelu", [node.inputs[0]], node.outputs[0], {"approximate": approx}, node.name)]
 
 
 @mapper("Clip")
@@ -377,9 +377,9 @@ def _clip(g: Graph, node: Node) -> list[Node]:
     lo, hi = bounds
     x, y = node.inputs[0], node.outputs[0]
     if lo == 0.0 and hi == 6.0:
-        return [spr("ReLU6", [x], y, {}, node.name)]
+        return [spr("Clip", [x], y, {"min": 0.0, "max": 6.0}, node.name)]
     if lo == 0.0 and hi == math.inf:
-        return [spr("ReLU", [x], y, {}, node.name)]
+        return [spr("Relu", [x], y, {}, node.name)]
     attrs: dict[str, Any] = {}
     if lo != -math.inf:
         attrs["min"] = lo
@@ -675,7 +675,7 @@ def _pool_common(g: Graph, node: Node) -> dict[str, Any]:
     d = _ints(node.attrs.get("dilations", [1, 1]))
     pads = _window_pads(g, node, k, s, d)
     return {
-        "kernel": k,
+        "kernel_shape": k,
         "strides": s,
         "pads": pads,
         "ceil_mode": int(node.attrs.get("ceil_mode", 0)),
@@ -688,7 +688,7 @@ def _maxpool(g: Graph, node: Node) -> list[Node]:
     _only_first_output(node, g, "Indices")
     attrs = _pool_common(g, node)
     attrs["dilations"] = attrs.pop("_dilations")
-    return [spr("MaxPool2d", [node.inputs[0]], node.outputs[0], attrs, node.name)]
+    return [spr("MaxPool", [node.inputs[0]], node.outputs[0], attrs, node.name)]
 
 
 @mapper("AveragePool")
@@ -697,7 +697,7 @@ def _avgpool(g: Graph, node: Node) -> list[Node]:
     if attrs.pop("_dilations") != [1, 1]:
         raise Unsupported("dilations other than 1")
     attrs["count_include_pad"] = int(node.attrs.get("count_include_pad", 0))
-    return [spr("AvgPool2d", [node.inputs[0]], node.outputs[0], attrs, node.name)]
+    return [spr("AveragePool", [node.inputs[0]], node.outputs[0], attrs, node.name)]
 
 
 @mapper("GlobalAveragePool")
@@ -835,4 +835,4 @@ def _layer_norm(g: Graph, node: Node) -> list[Node]:
         else ""
     )
     attrs = {"axis": axis - rank, "epsilon": float(node.attrs.get("epsilon", 1e-5))}
-    return [spr("LayerNorm", ins, node.outputs[0], attrs, node.name)]
+    return [spr("LayerNormalization", ins, node.outputs[0], attrs, node.name)]

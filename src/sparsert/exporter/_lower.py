@@ -1,4 +1,4 @@
-"""torch.fx graph -> exporter graph (:mod:`sparsert.export._ir`).
+"""torch.fx graph -> the shared intermediate graph (:mod:`sparsert.ir`).
 
 The model is traced with ``torch.fx.symbolic_trace``; ``torch.nn`` layers stay leaf modules, so a
 ``Conv2d`` arrives as one ``call_module`` node with its module at hand (weights, padding mode, the
@@ -26,7 +26,7 @@ from torch import nn
 
 from sparsert import UnsupportedError
 
-from ._ir import Graph, Op
+from sparsert.ir import Graph, Input, Node
 
 
 class UnsupportedOpError(UnsupportedError):
@@ -195,7 +195,7 @@ class Lowering:
         base = self.node.target if self.node.op == "call_module" else self.node.name
         if isinstance(array, torch.Tensor):
             array = array.detach().cpu().float().numpy()
-        return self.graph.add_const(f"{base}.{suffix}", array, weight=layer_weight)
+        return self.graph.add_const(f"{base}.{suffix}", array)
 
     def emit(
         self,
@@ -212,8 +212,8 @@ class Lowering:
         ]
         for name, shape in zip(outs, shapes):
             self.graph.shapes[name] = tuple(shape)
-        self.graph.ops.append(
-            Op(op_type, list(inputs), outs, dict(attrs or {}), self.node.name, _where(self.node))
+        self.graph.nodes.append(
+            Node(op_type, [i or "" for i in inputs], outs, dict(attrs or {}), self.node.name, _where(self.node))
         )
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -257,7 +257,8 @@ class Lowering:
             if not isinstance(value, _TensorMeta) or value.dtype != torch.float32:
                 self.fail("model inputs must be float32 tensors")
             name = self.graph.fresh(node.name)
-            self.graph.inputs.append((name, value.shape))
+            dims = (-1, *value.shape[1:])  # dim 0 is the batch: any size at run time
+            self.graph.graph_inputs.append(Input(name, dims, "float32", ("batch",) + ("",) * (len(dims) - 1)))
             self.graph.shapes[name] = value.shape
             return name
         if node.op == "output":
@@ -369,7 +370,7 @@ def _conv_common(cx: Lowering, m: nn.Module) -> dict[str, Any]:
     else:
         p = _pair(m.padding)
         pads = [p[0], p[1], p[0], p[1]]
-    return {"strides": _pair(m.stride), "pads": pads, "dilations": d, "groups": int(m.groups)}
+    return {"strides": _pair(m.stride), "pads": pads, "dilations": d, "group": int(m.groups)}
 
 
 def _conv2d_module(cx: Lowering, m: nn.Conv2d) -> Any:
@@ -382,7 +383,7 @@ def _conv2d_module(cx: Lowering, m: nn.Conv2d) -> Any:
     w = cx.weight(effective_param(m, "weight"), "weight", layer_weight=True)
     bias = effective_param(m, "bias")
     b = cx.weight(bias, "bias") if bias is not None else None
-    return cx.emit("Conv2d", [x, w, b], attrs)
+    return cx.emit("Conv", [x, w, b], attrs)
 
 
 def _conv_transpose2d_module(cx: Lowering, m: nn.ConvTranspose2d) -> Any:
@@ -402,7 +403,7 @@ def _conv_transpose2d_module(cx: Lowering, m: nn.ConvTranspose2d) -> Any:
     w = cx.weight(effective_param(m, "weight"), "weight")
     bias = effective_param(m, "bias")
     b = cx.weight(bias, "bias") if bias is not None else None
-    return cx.emit("ConvTranspose2d", [x, w, b], attrs)
+    return cx.emit("ConvTranspose", [x, w, b], attrs)
 
 
 def _batchnorm_module(cx: Lowering, m: nn.modules.batchnorm._BatchNorm) -> Any:
@@ -421,7 +422,7 @@ def _batchnorm_module(cx: Lowering, m: nn.modules.batchnorm._BatchNorm) -> Any:
             (m.running_var, "running_var"),
         )
     ]
-    return cx.emit("BatchNorm", [x, *names], {"epsilon": float(m.eps)})
+    return cx.emit("BatchNormalization", [x, *names], {"epsilon": float(m.eps)})
 
 
 def _unary(
@@ -451,7 +452,7 @@ def _pool_attrs(cx: Lowering, kernel: Any, stride: Any, padding: Any, ceil_mode:
     k = _pair(kernel)
     s = _pair(stride) if stride not in (None, [], ()) else k
     p = _pair(padding)
-    return {"kernel": k, "strides": s, "pads": [p[0], p[1], p[0], p[1]], "ceil_mode": int(bool(ceil_mode))}
+    return {"kernel_shape": k, "strides": s, "pads": [p[0], p[1], p[0], p[1]], "ceil_mode": int(bool(ceil_mode))}
 
 
 def _maxpool(
@@ -468,7 +469,7 @@ def _maxpool(
         cx.fail("MaxPool2d with return_indices=True is not supported")
     attrs = _pool_attrs(cx, kernel, stride, padding, ceil_mode)
     attrs["dilations"] = _pair(dilation)
-    return cx.emit("MaxPool2d", [cx.tensor(x)], attrs)
+    return cx.emit("MaxPool", [cx.tensor(x)], attrs)
 
 
 def _avgpool(
@@ -485,7 +486,7 @@ def _avgpool(
         cx.fail("AvgPool2d with divisor_override is not supported")
     attrs = _pool_attrs(cx, kernel, stride, padding, ceil_mode)
     attrs["count_include_pad"] = int(bool(count_include_pad))
-    return cx.emit("AvgPool2d", [cx.tensor(x)], attrs)
+    return cx.emit("AveragePool", [cx.tensor(x)], attrs)
 
 
 def _adaptive(cx: Lowering, x: Any, output_size: Any, kind: str) -> Any:
@@ -499,8 +500,8 @@ def _adaptive(cx: Lowering, x: Any, output_size: Any, kind: str) -> Any:
         return cx.emit("GlobalAveragePool", [cx.tensor(x)])
     if h % oh or w % ow:
         cx.fail(f"Adaptive{kind}Pool2d from {h}x{w} to {oh}x{ow} needs uneven windows; not supported")
-    attrs: dict[str, Any] = {"kernel": [h // oh, w // ow], "strides": [h // oh, w // ow]}
-    return cx.emit(f"{kind}Pool2d", [cx.tensor(x)], attrs)
+    attrs: dict[str, Any] = {"kernel_shape": [h // oh, w // ow], "strides": [h // oh, w // ow]}
+    return cx.emit("AveragePool" if kind == "Avg" else "MaxPool", [cx.tensor(x)], attrs)
 
 
 def _reshape_to_output(cx: Lowering, x: Any) -> Any:
@@ -575,7 +576,7 @@ def _layernorm_module(cx: Lowering, m: nn.LayerNorm) -> Any:
     beta = effective_param(m, "bias") if getattr(m, "bias", None) is not None else torch.zeros(shape)
     x = cx.tensor(cx.node.args[0])
     return cx.emit(
-        "LayerNorm",
+        "LayerNormalization",
         [x, cx.weight(gamma, "weight"), cx.weight(beta, "bias")],
         {"axis": -len(shape), "epsilon": float(m.eps)},
     )
@@ -592,16 +593,16 @@ _MODULES: list[tuple[type, Callable[[Lowering, Any], Any]]] = [
     (nn.ConvTranspose2d, _conv_transpose2d_module),
     (nn.BatchNorm1d, _batchnorm_module),
     (nn.BatchNorm2d, _batchnorm_module),
-    (nn.ReLU, _unary("ReLU")),
-    (nn.ReLU6, _unary("ReLU6")),
+    (nn.ReLU, _unary("Relu")),
+    (nn.ReLU6, _unary("Clip", lambda m: {"min": 0.0, "max": 6.0})),
     (nn.Hardtanh, _hardtanh_module),
-    (nn.LeakyReLU, _unary("LeakyReLU", lambda m: {"alpha": float(m.negative_slope)})),
+    (nn.LeakyReLU, _unary("LeakyRelu", lambda m: {"alpha": float(m.negative_slope)})),
     (nn.Sigmoid, _unary("Sigmoid")),
     (nn.Hardsigmoid, _unary("HardSigmoid", lambda m: {"alpha": 1.0 / 6.0, "beta": 0.5})),
     (nn.Hardswish, _unary("HardSwish")),
-    (nn.SiLU, _unary("SiLU")),
+    (nn.SiLU, _unary("Silu")),
     (nn.Tanh, _unary("Tanh")),
-    (nn.GELU, _unary("GELU", _gelu_attrs)),
+    (nn.GELU, _unary("Gelu", _gelu_attrs)),
     (nn.Softmax, _softmax_module),
     (nn.Dropout, _alias_module),
     (nn.Dropout1d, _alias_module),
@@ -684,7 +685,7 @@ def _unary_fn(
 
 def _gelu_fn(cx: Lowering) -> Any:
     b = cx.bind(["input", "approximate"], {"approximate": "none"})
-    return cx.emit("GELU", [cx.tensor(b["input"])], {"approximate": str(b["approximate"])})
+    return cx.emit("Gelu", [cx.tensor(b["input"])], {"approximate": str(b["approximate"])})
 
 
 def _clamp_fn(cx: Lowering) -> Any:
@@ -940,7 +941,7 @@ def _layer_norm_fn(cx: Lowering) -> Any:
     gamma = np.ones(shape, np.float32) if w is None else np.asarray(w, np.float32)
     beta = np.zeros(shape, np.float32) if bias is None else np.asarray(bias, np.float32)
     return cx.emit(
-        "LayerNorm",
+        "LayerNormalization",
         [cx.tensor(b["input"]), cx.weight(gamma, "weight"), cx.weight(beta, "bias")],
         {"axis": -len(shape), "epsilon": float(b["eps"])},
     )
@@ -950,7 +951,7 @@ def _dropout_fn(cx: Lowering) -> Any:
     return cx.arg(cx.node.args[0])  # eval mode: identity
 
 
-_RELU = _unary_fn("ReLU")
+_RELU = _unary_fn("Relu")
 _SIGMOID = _unary_fn("Sigmoid")
 _TANH = _unary_fn("Tanh")
 
@@ -970,7 +971,7 @@ _FUNCTIONS: dict[Any, Callable[[Lowering], Any]] = {
     torch.div: _binary("Div"),
     torch.relu: _RELU,
     F.relu: _RELU,
-    F.relu6: _unary_fn("ReLU6"),
+    F.relu6: _unary_fn("Clip", attrs=lambda b: {"min": 0.0, "max": 6.0}),
     F.hardtanh: _unary_fn(
         "Clip",
         ("input", "min_val", "max_val"),
@@ -978,7 +979,7 @@ _FUNCTIONS: dict[Any, Callable[[Lowering], Any]] = {
         lambda b: {"min": float(b["min_val"]), "max": float(b["max_val"])},
     ),
     F.leaky_relu: _unary_fn(
-        "LeakyReLU",
+        "LeakyRelu",
         ("input", "negative_slope"),
         {"negative_slope": 0.01},
         lambda b: {"alpha": float(b["negative_slope"])},
@@ -987,7 +988,7 @@ _FUNCTIONS: dict[Any, Callable[[Lowering], Any]] = {
     F.sigmoid: _SIGMOID,
     F.hardsigmoid: _unary_fn("HardSigmoid", attrs=lambda b: {"alpha": 1.0 / 6.0, "beta": 0.5}),
     F.hardswish: _unary_fn("HardSwish"),
-    F.silu: _unary_fn("SiLU"),
+    F.silu: _unary_fn("Silu"),
     torch.tanh: _TANH,
     F.tanh: _TANH,
     F.gelu: _gelu_fn,

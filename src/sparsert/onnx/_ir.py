@@ -17,57 +17,28 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sparsert import FormatError
+from sparsert import FormatError, ir
 
 SPR = "spr"  # domain of nodes that are sparsert ops already
 
 
 @dataclass
-class Node:
-    op: str
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    name: str = ""
-    domain: str = ""
+class Node(ir.Node):
+    """An ONNX node (``domain`` ``""``), or a sparsert op once mapped (``domain == "spr"``)."""
+
     proto_attrs: list[onnx.AttributeProto] | None = None
-
-    @property
-    def is_spr(self) -> bool:
-        return self.domain == SPR
-
-    def describe(self) -> str:
-        return f"{self.op} node {self.name!r}"
 
 
 @dataclass
-class Graph:
-    nodes: list[Node]
-    consts: dict[str, np.ndarray]
-    inputs: dict[str, tuple[int, ...] | None]  # name -> frozen shape (None until frozen)
-    input_dims: dict[str, list[int | str | None]]  # declared dims: int, symbol name, or None
-    input_types: dict[str, int]
-    outputs: list[str]
-    opset: int
+class Graph(ir.Graph):
+    """The shared graph of :mod:`sparsert.ir` plus what the ONNX steps need."""
+
+    inputs: dict[str, tuple[int, ...] | None] = field(default_factory=dict)  # name -> shape (-1: dynamic)
+    input_dims: dict[str, list[int | str | None] | None] = field(default_factory=dict)  # declared dims
+    input_types: dict[str, int] = field(default_factory=dict)
+    opset: int = 0
     elem_types: dict[str, int] = field(default_factory=dict)
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     output_protos: list[onnx.ValueInfoProto] = field(default_factory=list)
-    _counter: int = 0
-
-    # -- queries ------------------------------------------------------------
-    def is_const(self, name: str) -> bool:
-        return name in self.consts
-
-    def producers(self) -> dict[str, Node]:
-        return {o: n for n in self.nodes for o in n.outputs if o}
-
-    def consumers(self) -> dict[str, list[Node]]:
-        users: dict[str, list[Node]] = {}
-        for n in self.nodes:
-            for i in n.inputs:
-                if i:
-                    users.setdefault(i, []).append(n)
-        return users
 
     def shape(self, name: str, node: Node | None = None) -> tuple[int, ...]:
         if name in self.consts:
@@ -80,33 +51,6 @@ class Graph:
                 "check that input_shapes covers every model input"
             )
         return s
-
-    def fresh(self, base: str) -> str:
-        """A new tensor name that no ONNX tensor uses."""
-        self._counter += 1
-        return f"{base}__spr{self._counter}"
-
-    def add_const(self, base: str, array: np.ndarray) -> str:
-        name = self.fresh(base)
-        self.consts[name] = np.asarray(array)
-        return name
-
-    def replace_uses(self, old: str, new: str) -> None:
-        for n in self.nodes:
-            n.inputs = [new if i == old else i for i in n.inputs]
-        self.outputs = [new if o == old else o for o in self.outputs]
-
-    def remove_dead(self) -> None:
-        """Drop nodes none of whose outputs reach a graph output."""
-        live = set(self.outputs)
-        kept: list[Node] = []
-        for n in reversed(self.nodes):
-            if any(o in live for o in n.outputs):
-                kept.append(n)
-                live.update(i for i in n.inputs if i)
-        kept.reverse()
-        self.nodes = kept
-        self.consts = {k: v for k, v in self.consts.items() if k in live}
 
 
 def attr_value(a: onnx.AttributeProto) -> Any:
@@ -219,7 +163,8 @@ def from_model(model: onnx.ModelProto) -> Graph:
                     "graph input or earlier node defines (truncated or unsorted graph)"
                 )
         attrs = {a.name: attr_value(a) for a in n.attribute}
-        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, n.domain, list(n.attribute)))
+        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, where=name, domain=n.domain,
+                          proto_attrs=list(n.attribute)))
         defined.update(o for o in n.output if o)
     outputs = [o.name for o in g.output]
     for o in outputs:
@@ -230,6 +175,8 @@ def from_model(model: onnx.ModelProto) -> Graph:
         if vi.type.HasField("tensor_type"):
             elem_types[vi.name] = int(vi.type.tensor_type.elem_type)
     elem_types.update(input_types)
-    graph = Graph(nodes, consts, inputs, input_dims, input_types, outputs, opset, elem_types)
+    graph = Graph(nodes=nodes, consts=consts, outputs=outputs, inputs=inputs, input_dims=input_dims,
+                  input_types=input_types, opset=opset, elem_types=elem_types)
     graph.output_protos = list(g.output)
+    graph._taken = set(defined) | {o for n in nodes for o in n.outputs if o}
     return graph

@@ -246,13 +246,13 @@ def _fuse(
 
 
 def _spr(g: Graph, op: str, inputs: list[str], output: str, attrs: dict[str, Any], like: Node) -> Node:
-    return Node(op, inputs, [output], attrs, like.name, SPR)
+    return Node(op, inputs, [output], attrs, like.name, where=like.name, domain=SPR)
 
 
 def fuse_patterns(g: Graph) -> None:
     def gelu(approx: str) -> Callable[[_Match, Node], list[Node]]:
         def build(m: _Match, root: Node) -> list[Node]:
-            return [_spr(g, "GELU", [m.vars["$x"]], root.outputs[0], {"approximate": approx}, root)]
+            return [_spr(g, "Gelu", [m.vars["$x"]], root.outputs[0], {"approximate": approx}, root)]
 
         return build
 
@@ -267,7 +267,7 @@ def fuse_patterns(g: Graph) -> None:
     _fuse(g, _hardswish_patterns(), {"Mul", "Div"}, hardswish)
 
     def silu(m: _Match, root: Node) -> list[Node]:
-        return [_spr(g, "SiLU", [m.vars["$x"]], root.outputs[0], {}, root)]
+        return [_spr(g, "Silu", [m.vars["$x"]], root.outputs[0], {}, root)]
 
     _fuse(g, [("Mul", "$x", ("Sigmoid", "$x"))], {"Mul"}, silu)
     _fuse_layernorm(g)
@@ -371,7 +371,7 @@ def _fuse_layernorm(g: Graph) -> None:
         return [
             _spr(
                 g,
-                "LayerNorm",
+                "LayerNormalization",
                 [x, "", ""],
                 root.outputs[0],
                 {"axis": axis, "epsilon": m.consts["#eps"]},
@@ -403,7 +403,7 @@ def _affine_param(g: Graph, name: str, x_shape: tuple[int, ...], axis: int) -> n
 
 def _absorb_layernorm_affine(g: Graph) -> None:
     """LayerNorm(x) * gamma + beta -> LayerNorm(x, gamma, beta)."""
-    for ln in [n for n in g.nodes if n.is_spr and n.op == "LayerNorm"]:
+    for ln in [n for n in g.nodes if n.is_spr and n.op == "LayerNormalization"]:
         x_shape = g.shapes.get(ln.inputs[0])
         if x_shape is None:
             continue

@@ -4,14 +4,15 @@ The exporters (``sparsert.export`` for PyTorch, ``sparsert.onnx`` for ONNX)
 build graphs with it; users can too::
 
     b = sparsert.GraphBuilder("mlp")
-    x = b.input("x", (-1, 784))
-    h = b.node("Linear", [x, b.constant("fc1.w", w1, storage="auto"), b.constant("fc1.b", b1)],
-               {"activation": "relu"})
+    x = b.input("x", (-1, 784), dim_names=("batch", ""))
+    h = b.node("Linear", [x, b.constant("fc1.w", w1, storage="auto"), b.constant("fc1.b", b1)])
+    h = b.node("Relu", [h])       # fused into the Linear when the model loads
     y = b.node("Linear", [h, b.constant("fc2.w", w2), b.constant("fc2.b", b2)])
     b.output(y, "logits")
     b.save("mlp.spr")             # atomic: temp file + rename
 
-Op types and attributes are listed in docs/spr-format.md (section 5).
+Op types and attributes are listed in docs/spr-format.md (section 5). Constants
+may be numpy arrays or ``scipy.sparse`` matrices (stored as CSR / BSR).
 """
 
 from __future__ import annotations
@@ -73,49 +74,70 @@ class GraphBuilder:
         return name
 
     # -- graph --------------------------------------------------------------
-    def input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> str:
-        """Declare a graph input; -1 in ``shape`` means chosen at run time."""
+    def input(self, name: str, shape: Sequence[int], dtype: str = "float32",
+              dim_names: Sequence[str] | None = None) -> str:
+        """Declare a graph input; -1 in ``shape`` means chosen at run time (``dim_names``
+        may name those dims, e.g. ``("batch", "seq")``). ``dtype``: float32, int64, int32 or bool."""
         shape = tuple(int(d) for d in shape)
         if any(d < -1 or d == 0 for d in shape):
             raise ValueError(f"input {name!r}: dims must be >= 1 or -1, got {shape}")
-        self._inputs.append(spr.ValueInfo(self._claim(name), shape, dtype))
+        if dtype not in ("float32", "int32", "int64", "bool"):
+            raise ValueError(f"input {name!r}: dtype must be float32, int32, int64 or bool, got {dtype!r}")
+        names = tuple(dim_names) if dim_names is not None else ("",) * len(shape)
+        if len(names) != len(shape):
+            raise ValueError(f"input {name!r}: {len(names)} dim names for {len(shape)} dims")
+        names = tuple(n if d == -1 else "" for n, d in zip(names, shape))
+        self._inputs.append(spr.ValueInfo(self._claim(name), shape, dtype, names))
         return name
 
     def constant(self, name: str, array: Any, storage: str = "dense",
-                 min_sparsity: float = CSR_MIN_SPARSITY) -> str:
+                 min_sparsity: float = CSR_MIN_SPARSITY, block: tuple[int, int] | None = None) -> str:
         """Add a constant tensor; returns its (unique) name.
 
-        storage: "dense", "csr", or "auto" (CSR when the share of zeros is
-        at least ``min_sparsity`` — only for float32 tensors of rank >= 2)."""
+        array: a numpy array (float -> float32; bool stays bool; int32 stays; other
+            integers -> int64) or a ``scipy.sparse`` matrix (float32 weights).
+        storage: "dense", "csr", "bsr" (blocks of ``block = (rows, cols)``), or
+            "auto": sparse when the share of zeros is at least ``min_sparsity``
+            (float32 tensors of rank >= 2 only) — BSR when ``block`` is given and
+            divides the matrix, else CSR."""
+        if hasattr(array, "tocsr") and hasattr(array, "nnz"):  # scipy.sparse, without importing scipy
+            array = np.asarray(array.toarray(), dtype=np.float32)
+            if storage == "dense" and block is None:
+                storage = "csr"
         arr = np.asarray(array)
         if arr.dtype == np.float64 or arr.dtype == np.float16:
             arr = arr.astype(np.float32)
-        elif arr.dtype == np.bool_ or arr.dtype == np.int8 or arr.dtype == np.int16:
+        elif arr.dtype in (np.int8, np.int16, np.uint8, np.uint16, np.uint32):
             arr = arr.astype(np.int64)
-        if arr.dtype not in (np.float32, np.int32, np.int64):
+        if arr.dtype not in (np.float32, np.int32, np.int64, np.bool_):
             raise ValueError(f"constant {name!r}: unsupported dtype {arr.dtype}")
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
         if arr.dtype == np.float32 and not np.all(np.isfinite(arr)):
             bad = int(np.count_nonzero(~np.isfinite(arr)))
             raise ValueError(f"constant {name!r} has {bad} NaN/Inf value(s)")
         name = self._claim(self.unique_name(name))
         if storage == "auto":
-            use_csr = (
+            use_sparse = (
                 arr.dtype == np.float32
                 and arr.ndim >= 2
                 and arr.size > 0
                 and 1.0 - np.count_nonzero(arr) / arr.size >= min_sparsity
             )
-            storage = "csr" if use_csr else "dense"
-        if storage == "csr":
+            storage = "dense"
+            if use_sparse:
+                storage = "bsr" if block is not None and _divides(arr, block) else "csr"
+        if storage in ("csr", "bsr"):
             if arr.dtype != np.float32 or arr.ndim < 1:
-                raise ValueError(f"constant {name!r}: CSR storage needs a float32 tensor")
-            tensor = spr.Tensor.csr_from_dense(name, np.ascontiguousarray(arr))
+                raise ValueError(f"constant {name!r}: {storage.upper()} storage needs a float32 tensor")
+            if storage == "bsr":
+                if block is None:
+                    raise ValueError(f"constant {name!r}: storage='bsr' needs block=(rows, cols)")
+                tensor = spr.Tensor.bsr_from_dense(name, np.ascontiguousarray(arr), block)
+            else:
+                tensor = spr.Tensor.csr_from_dense(name, np.ascontiguousarray(arr))
         elif storage == "dense":
             tensor = spr.Tensor.dense(name, np.ascontiguousarray(arr))
         else:
-            raise ValueError(f"storage must be 'dense', 'csr' or 'auto', got {storage!r}")
+            raise ValueError(f"storage must be 'dense', 'csr', 'bsr' or 'auto', got {storage!r}")
         self._tensors[name] = tensor
         return name
 
@@ -192,12 +214,19 @@ class GraphBuilder:
         return spr.to_bytes(self.build())
 
     def save(self, path: str | os.PathLike[str]) -> str:
-        """Write atomically (temp file in the same folder + rename)."""
+        """Write atomically (temp file in the same folder + rename), with the user's umask."""
         spr.write(self.build(), path)
         return os.fspath(path)
 
-    def load(self, threads: int | None = None, tune: bool = False) -> Any:
-        """Load the graph into the native runtime without touching disk."""
+    def load(self, threads: int | None = None, tune: bool = False, **options: Any) -> Any:
+        """Load the graph into the native runtime without touching disk (options as
+        :func:`sparsert.load_bytes`)."""
         from sparsert.runtime import load_bytes
 
-        return load_bytes(self.to_bytes(), threads=threads, tune=tune)
+        return load_bytes(self.to_bytes(), threads=threads, tune=tune, **options)
+
+
+def _divides(arr: np.ndarray, block: tuple[int, int]) -> bool:
+    rows = arr.shape[0]
+    cols = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1
+    return rows % int(block[0]) == 0 and cols % int(block[1]) == 0

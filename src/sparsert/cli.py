@@ -329,7 +329,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- inspect
 
-_LAYER_OPS = ("Linear", "Conv2d", "ConvTranspose2d")
+_LAYER_OPS = ("Linear", "Conv", "ConvTranspose")
 
 
 def _fx_name(module_name: str) -> str:

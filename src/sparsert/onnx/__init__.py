@@ -15,10 +15,11 @@ The steps, one module each:
 4. ``_mappers``: map each ONNX op onto the op catalogue of
    docs/spr-format.md; everything that cannot be mapped is reported at once
    in one UnsupportedError.
-5. ``_fuse``: fold BatchNorm, biases, residual adds and activations into
-   Conv2d / Linear; optional magnitude pruning; topological order.
-6. Emit with :class:`sparsert.GraphBuilder` (Linear/Conv2d weights stored as
-   CSR when sparse enough, ``storage="auto"``) and save atomically.
+5. :mod:`sparsert.ir`: the passes shared with the PyTorch exporter (BatchNorm
+   and bias folding), optional magnitude pruning, topological order; the
+   loader fuses residual adds and activations.
+6. Emit with :func:`sparsert.ir.emit` (Linear / Conv weights stored sparse
+   when sparse enough, ``storage="auto"``) and save atomically.
 
 Shapes are frozen: the ``.spr`` inputs have exactly the shapes given (or the
 model's own static shapes). See docs/onnx.md.
@@ -33,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from sparsert import FormatError, GraphBuilder, UnsupportedError
-from sparsert.onnx import _fold, _fuse, _ir, _mappers, _patterns
+from sparsert import ir
+from sparsert.onnx import _fold, _ir, _mappers, _patterns
 
 __all__ = ["convert", "convert_model", "parse_input_shape", "parse_prune_spec"]
 
@@ -153,10 +155,11 @@ def convert_model(
         raise ValueError(f"graph output(s) {const_outputs} are constants (they do not depend on any input)")
     _patterns.fuse_patterns(g)
     _map_all(g)
-    _fuse.fuse_all(g)
+    ir.optimize(g)
     if prune_spec is not None and prune_spec["sparsity"] > 0:
-        _fuse.prune_weights(g, prune_spec)
-    _fuse.topological_sort(g)
+        ir.prune_weights(g, prune_spec["sparsity"], prune_spec["skip_first"], prune_spec["skip_depthwise"],
+                         prune_spec.get("block", (1, 1)))
+    g.topological_sort()
     return _emit(g, model, storage, name, source)
 
 
@@ -192,9 +195,6 @@ def _map_all(g: _ir.Graph) -> None:
     g.nodes = new_nodes
 
 
-_CSR_WEIGHT_OPS = {"Linear", "Conv2d"}
-
-
 def _emit(g: _ir.Graph, model: Any, storage: str, name: str | None, source: str | None) -> GraphBuilder:
     metadata: dict[str, Any] = {
         "onnx.opset": int(g.opset),
@@ -203,49 +203,8 @@ def _emit(g: _ir.Graph, model: Any, storage: str, name: str | None, source: str 
     }
     if source:
         metadata["onnx.source"] = os.path.basename(source)
-    b = GraphBuilder(name or model.graph.name or "model", producer="sparsert.convert", metadata=metadata)
-    reserved = set(g.inputs) | set(g.outputs)
-    names: dict[str, str] = {}
-
-    def fresh(base: str) -> str:
-        n = b.unique_name(base)
-        while n in reserved:
-            n = b.unique_name(n + "_")
-        return n
-
-    for inp, shape in g.inputs.items():
-        assert shape is not None
-        names[inp] = b.input(inp, shape)
-    const_cache: dict[tuple[str, str], str] = {}
-
-    def const(tensor: str, store: str) -> str:
-        key = (tensor, store)
-        if key not in const_cache:
-            const_cache[key] = b.constant(fresh(tensor), g.consts[tensor], storage=store)
-        return const_cache[key]
-
-    for node in g.nodes:
-        ins: list[str | None] = []
-        for k, t in enumerate(node.inputs):
-            if not t:
-                ins.append("")
-            elif t in g.consts:
-                store = storage if (node.op in _CSR_WEIGHT_OPS and k == 1) else "dense"
-                ins.append(const(t, store))
-            else:
-                ins.append(names[t])
-        outs = []
-        for o in node.outputs:
-            outs.append(o if o in g.outputs else fresh(o))
-            names[o] = outs[-1]
-        b.node(node.op, ins, node.attrs, name=node.name, outputs=outs)
-    done: set[str] = set()
-    for o in g.outputs:
-        if o in done:
-            raise ValueError(f"graph output {o!r} is listed twice")
-        done.add(o)
-        b.output(names[o])
-    return b
+    g.graph_inputs = [ir.Input(n, shape, "float32") for n, shape in g.inputs.items()]
+    return ir.emit(g, name or model.graph.name or "model", "sparsert.convert", metadata, storage=storage)
 
 
 def convert(

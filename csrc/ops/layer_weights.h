@@ -1,0 +1,99 @@
+// The weight of a Linear or Conv layer, written once for both: whatever the
+// file stores (dense, CSR or BSR), it counts the nonzeros, keeps a CSR view
+// (of the file's CSR, or an owned copy built from a mostly-zero dense
+// weight) and/or dense weights packed for the gemm kernels (densified from
+// CSR when the weight is mostly nonzero), as the op's cost model asks; and it
+// times two candidate kernels for LoadOptions::tune.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "format/spr_format.h"
+#include "kernels/kernels.h"
+#include "ops/op.h"
+
+namespace sparsert {
+namespace ops {
+
+// A CSR copy of a dense row-major rows x cols weight. `view` points into the
+// owned arrays; column indices are 16-bit when cols <= 65536.
+struct OwnedCsr {
+  std::vector<uint32_t> row_ptr;
+  std::vector<uint16_t> col16;
+  std::vector<uint32_t> col32;
+  std::vector<float> values;
+  kernels::CsrMatrix view;
+};
+void build_owned_csr(const float* data, int64_t rows, int64_t cols, OwnedCsr* out);
+
+// The weight as dense row-major floats (a copy; CSR / BSR expanded).
+kernels::AlignedFloats densify_weight(const format::TensorInfo& w);
+
+class LayerWeights {
+ public:
+  // rows = dims[0], cols = product of the other dims.
+  LayerWeights(const format::TensorInfo& w, kernels::Isa isa);
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int64_t nnz() const { return nnz_; }  // nonzero weights (stored, or counted when dense)
+  double density() const { return density_; }
+  const format::TensorInfo& info() const { return info_; }
+  bool stored_sparse() const { return info_.storage != format::Storage::kDense; }
+
+  // Builds the CSR view (spmm kernels) / the packed dense panels (gemm
+  // kernels, one per group of rows / groups rows).
+  void ensure_csr();
+  void ensure_dense(int64_t groups = 1);
+  // Drops one representation (after tuning decided it is never used).
+  void drop_csr();
+  void drop_dense();
+  bool has_csr() const { return spmm_ != nullptr; }
+  bool has_dense() const { return gemm_ != nullptr; }
+
+  const kernels::CsrMatrix& csr() const { return csr_; }
+  const kernels::SpmmKernel& spmm() const { return *spmm_; }
+  const kernels::GemmKernel& gemm() const { return *gemm_; }
+  const kernels::PackedGemmWeights& packed(int64_t group = 0) const { return packed_[group]; }
+
+  // Fills the weight fields of a summary row; `sparse` = the sparse kernels run.
+  void describe(bool sparse, NodeInfo* info) const;
+  // " (sparse copy of dense)" / " (densified)" when the kernel that runs
+  // differs from the stored form, else "".
+  std::string storage_note(bool sparse) const;
+
+ private:
+  const format::TensorInfo& info_;
+  kernels::Isa isa_;
+  int64_t rows_ = 0, cols_ = 0, nnz_ = 0;
+  double density_ = 1.0;
+  kernels::CsrMatrix csr_;
+  OwnedCsr owned_csr_;
+  const kernels::SpmmKernel* spmm_ = nullptr;
+  const kernels::GemmKernel* gemm_ = nullptr;
+  std::vector<kernels::PackedGemmWeights> packed_;
+};
+
+// Median-free best-of timing for tune: runs fn `reps` times (after one
+// warm-up) and returns the fastest in seconds.
+template <typename F>
+double best_time(F&& fn, int reps = 4) {
+  double best = 1e30;
+  for (int rep = 0; rep <= reps; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rep > 0 && t < best) best = t;
+  }
+  return best;
+}
+
+// Tune densifies at most this many weights (a file of a few KiB must not be
+// able to make the loader allocate gigabytes).
+constexpr int64_t kTuneMaxDenseElements = int64_t{1} << 26;  // 256 MiB of float32
+
+}  // namespace ops
+}  // namespace sparsert
