@@ -7,7 +7,11 @@ set(SPARSERT_GTEST_SOURCE_DIR "/usr/src/googletest" CACHE PATH "GoogleTest sourc
 if(EXISTS "${SPARSERT_GTEST_SOURCE_DIR}/CMakeLists.txt")
   set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
   set(BUILD_GMOCK OFF CACHE BOOL "" FORCE)
+  # Debian's googletest asks for an old CMake policy level (< 3.10), which new
+  # CMake releases warn about; read its CMakeLists with a 3.10 minimum instead.
+  set(CMAKE_POLICY_VERSION_MINIMUM 3.10)
   add_subdirectory(${SPARSERT_GTEST_SOURCE_DIR} ${PROJECT_BINARY_DIR}/googletest EXCLUDE_FROM_ALL)
+  unset(CMAKE_POLICY_VERSION_MINIMUM)
   if(TARGET gtest_main AND NOT TARGET GTest::gtest_main)
     add_library(GTest::gtest_main ALIAS gtest_main)
   endif()

@@ -1,5 +1,6 @@
 // Element-wise binary ops with NumPy broadcasting (ops/broadcast.h):
 //   arithmetic  Add Sub Mul Div Pow Max Min Mod   float32, int32, int64 (Pow: float32)
+//   PRelu       x < 0 ? slope * x : x (slope broadcasts, float32)
 //   comparison  Equal Less Greater LessOrEqual GreaterOrEqual -> bool
 //   logic       And Or Xor                                     bool -> bool
 // Both operands have the same dtype (the converter inserts Casts). Integer
@@ -19,7 +20,7 @@ namespace ops {
 namespace {
 
 enum class BinaryKind {
-  kAdd, kSub, kMul, kDiv, kPow, kMax, kMin, kMod, kFmod,
+  kAdd, kSub, kMul, kDiv, kPow, kMax, kMin, kMod, kFmod, kPRelu,
   kEqual, kLess, kGreater, kLessOrEqual, kGreaterOrEqual,
   kAnd, kOr, kXor,
 };
@@ -78,6 +79,7 @@ inline auto apply(T x, T y) {
     else return int_div(x, y);
   }
   if constexpr (K == BinaryKind::kPow) return static_cast<T>(std::pow(x, y));
+  if constexpr (K == BinaryKind::kPRelu) return x < T(0) ? static_cast<T>(y * x) : x;
   if constexpr (K == BinaryKind::kMax) {
     if constexpr (std::is_floating_point<T>::value) {
       if (std::isnan(x) || std::isnan(y)) return std::numeric_limits<T>::quiet_NaN();
@@ -158,6 +160,9 @@ class BinaryOp final : public Op {
           case BinaryKind::kPow:
             if constexpr (std::is_same<T, float>::value) run_kind<BinaryKind::kPow, T>(ctx, inputs, outputs[0]);
             return;
+          case BinaryKind::kPRelu:
+            if constexpr (std::is_same<T, float>::value) run_kind<BinaryKind::kPRelu, T>(ctx, inputs, outputs[0]);
+            return;
           default:
             return;
         }
@@ -201,7 +206,7 @@ std::unique_ptr<Op> make_binary(const NodeContext& ctx, BinaryKind kind) {
   const DType d = ctx.input_dtype(0);
   if (is_logic(kind)) {
     ctx.require_dtype(0, "operand A", {DType::kBool});
-  } else if (kind == BinaryKind::kPow) {
+  } else if (kind == BinaryKind::kPow || kind == BinaryKind::kPRelu) {
     ctx.require_dtype(0, "operand A", {DType::kFloat32});
   } else if (is_comparison(kind) && kind == BinaryKind::kEqual) {
     ctx.require_dtype(0, "operand A", {DType::kFloat32, DType::kInt32, DType::kInt64, DType::kBool});
@@ -225,6 +230,7 @@ SPARSERT_BINARY(create_sub, kSub)
 SPARSERT_BINARY(create_mul, kMul)
 SPARSERT_BINARY(create_div, kDiv)
 SPARSERT_BINARY(create_pow, kPow)
+SPARSERT_BINARY(create_prelu, kPRelu)
 SPARSERT_BINARY(create_max, kMax)
 SPARSERT_BINARY(create_min, kMin)
 SPARSERT_BINARY(create_equal, kEqual)

@@ -125,7 +125,7 @@ class Conv2dOp final : public Op {
  public:
   Conv2dOp(const NodeContext& ctx, const format::TensorInfo& w, const float* bias,
            bool has_residual)
-      : weights_(w, ctx.isa()), bias_(bias), has_residual_(has_residual) {
+      : weights_(w, ctx.config()), bias_(bias), has_residual_(has_residual) {
     spatial_rank_ = static_cast<int>(w.dims.size()) - 2;
     attrs_ = parse_conv_attributes(ctx, spatial_rank_, w.dims[0]);
     act_ = parse_fused_activation(ctx);
@@ -148,7 +148,7 @@ class Conv2dOp final : public Op {
                  attrs_.pad_top == 0 && attrs_.pad_left == 0 && attrs_.pad_bottom == 0 &&
                  attrs_.pad_right == 0;
     if (depthwise_) {
-      dense_ = densify_weight(w);
+      dense_ = densify_weight(w, ctx.config());
       return;
     }
     bool want_sparse = density_ <= kKeepSparseBelow;
@@ -159,7 +159,9 @@ class Conv2dOp final : public Op {
     if (kernel_choice_ == KernelChoice::kDense && w.elements > kTuneMaxDenseElements && !want_dense)
       want_dense = true;  // asked for explicitly
     if (want_sparse) weights_.ensure_csr();
-    if (want_dense) weights_.ensure_dense(attrs_.groups);
+    // a dense copy that only tuning asked for is skipped when over the expand budget
+    const bool dense_optional = want_sparse && density_ <= kKeepDenseAbove && kernel_choice_ == KernelChoice::kAuto;
+    if (want_dense) weights_.ensure_dense(attrs_.groups, dense_optional);
   }
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
@@ -606,12 +608,14 @@ class Conv2dOp final : public Op {
 
 }  // namespace
 
+std::unique_ptr<Op> create_conv3d(const NodeContext& ctx, const format::TensorInfo& w, const float* bias);
+
 std::unique_ptr<Op> create_conv(const NodeContext& ctx) {
   ctx.check_input_count(2, 4);
   ctx.check_output_count(1);
   const format::TensorInfo& w = ctx.require_constant(1, "weight");
-  if (w.dims.size() != 4 && w.dims.size() != 3)
-    ctx.fail("weight '" + w.name + "' must be [Cout, C/group, kH, kW] (2-D) or [Cout, C/group, kW] (1-D), got " +
+  if (w.dims.size() < 3 || w.dims.size() > 5)
+    ctx.fail("weight '" + w.name + "' must be [Cout, C/group, k...] with 1 to 3 spatial dims, got " +
                  shape_string(w.dims),
              ErrorCode::kUnsupported);
   for (int64_t d : w.dims)
@@ -626,6 +630,7 @@ std::unique_ptr<Op> create_conv(const NodeContext& ctx) {
                " elements, got " + shape_string(b.dims));
     bias = static_cast<const float*>(b.data);
   }
+  if (w.dims.size() == 5) return create_conv3d(ctx, w, bias);
   const bool residual = ctx.has_input(3);
   return std::make_unique<Conv2dOp>(ctx, w, bias, residual);
 }

@@ -41,7 +41,7 @@ class ConvTranspose2dOp final : public Op {
     cin_group_ = cin_ / attrs_.groups;
     cout_ = cout_group_ * attrs_.groups;
     // A_g[(o*kH + kh)*kW + kw, c] = W[g*Cg + c, o, kh, kw]
-    const kernels::AlignedFloats dense = densify_weight(w);
+    const kernels::AlignedFloats dense = densify_weight(w, ctx.config());
     const int64_t rows = cout_group_ * kernel_h_ * kernel_w_;
     gemm_ = &kernels::gemm_kernel(ctx.isa());
     packed_.resize(static_cast<size_t>(attrs_.groups));
@@ -110,7 +110,7 @@ class ConvTranspose2dOp final : public Op {
                 NodeInfo* info) const override {
     kernels::ConvGeometry g;
     const Shape out = plan(inputs[0], &g);
-    LayerWeights(weight_, kernels::Isa::kScalar).describe(false, info);
+    LayerWeights(weight_, LoadConfig()).describe(false, info);
     info->flops = 2 * weight_.elements * g.in_h * g.in_w * out[0];
     info->dense_flops = info->flops;
     info->kernel = std::string(gemm_->name) + "+col2im";

@@ -39,7 +39,9 @@ void build_owned_csr(const float* data, int64_t rows, int64_t cols, OwnedCsr* ou
   out->view.col_idx32 = narrow ? nullptr : out->col32.data();
 }
 
-kernels::AlignedFloats densify_weight(const format::TensorInfo& w) {
+kernels::AlignedFloats densify_weight(const format::TensorInfo& w, const LoadConfig& config) {
+  if (w.storage != format::Storage::kDense)
+    config.charge(w.elements * 4 - static_cast<int64_t>(w.stored_bytes()), "densifying weight '" + w.name + "'");
   kernels::AlignedFloats out(static_cast<size_t>(std::max<int64_t>(w.elements, 1)));
   float* dst = out.data();
   switch (w.storage) {
@@ -72,7 +74,8 @@ kernels::AlignedFloats densify_weight(const format::TensorInfo& w) {
   return out;
 }
 
-LayerWeights::LayerWeights(const format::TensorInfo& w, kernels::Isa isa) : info_(w), isa_(isa) {
+LayerWeights::LayerWeights(const format::TensorInfo& w, const LoadConfig& config)
+    : info_(w), config_(config), isa_(config.isa) {
   rows_ = w.dims.empty() ? 0 : w.dims[0];
   cols_ = rows_ == 0 ? 0 : w.elements / rows_;
   if (w.storage == format::Storage::kDense) {
@@ -101,25 +104,66 @@ void LayerWeights::ensure_csr() {
   if (info_.storage == format::Storage::kDense) {
     build_owned_csr(static_cast<const float*>(info_.data), rows_, cols_, &owned_csr_);
   } else {
-    const kernels::AlignedFloats dense = densify_weight(info_);
-    build_owned_csr(dense.data(), rows_, cols_, &owned_csr_);
+    bsr_to_csr();
   }
   csr_ = owned_csr_.view;
 }
 
-void LayerWeights::ensure_dense(int64_t groups) {
-  if (gemm_ != nullptr) return;
-  gemm_ = &kernels::gemm_kernel(isa_);
+bool LayerWeights::ensure_dense(int64_t groups, bool optional) {
+  if (gemm_ != nullptr) return true;
   kernels::AlignedFloats densified;
   const float* wd = static_cast<const float*>(info_.data);
   if (info_.storage != format::Storage::kDense) {
-    densified = densify_weight(info_);
+    if (optional) {
+      // the packed copy costs the same whether the file stores it dense or not
+      if (!config_.try_charge(info_.elements * 4 - static_cast<int64_t>(info_.stored_bytes()))) return false;
+      densified = densify_weight(info_, LoadConfig());
+    } else {
+      densified = densify_weight(info_, config_);
+    }
     wd = densified.data();
   }
+  gemm_ = &kernels::gemm_kernel(isa_);
   const int64_t group_rows = rows_ / groups;
   packed_.resize(static_cast<size_t>(groups));
   for (int64_t g = 0; g < groups; ++g)
     gemm_->pack(wd + g * group_rows * cols_, group_rows, cols_, cols_, &packed_[g]);
+  return true;
+}
+
+// The BSR weight's blocks as CSR (explicit zeros inside blocks dropped),
+// without expanding the whole matrix.
+void LayerWeights::bsr_to_csr() {
+  const format::TensorInfo& w = info_;
+  const int64_t br = w.block_rows, bc = w.block_cols;
+  const bool narrow = cols_ <= 65536;
+  OwnedCsr& out = owned_csr_;
+  out.row_ptr.assign(static_cast<size_t>(rows_ + 1), 0);
+  for (int64_t rb = 0; rb < rows_ / br; ++rb) {
+    for (int64_t i = 0; i < br; ++i) {
+      const int64_t r = rb * br + i;
+      for (uint32_t j = w.row_ptr[rb]; j < w.row_ptr[rb + 1]; ++j) {
+        const int64_t cb = w.col_idx16 != nullptr ? w.col_idx16[j] : w.col_idx32[j];
+        const float* row = w.values + (static_cast<int64_t>(j) * br + i) * bc;
+        for (int64_t k = 0; k < bc; ++k) {
+          if (row[k] == 0.0f) continue;
+          out.values.push_back(row[k]);
+          if (narrow)
+            out.col16.push_back(static_cast<uint16_t>(cb * bc + k));
+          else
+            out.col32.push_back(static_cast<uint32_t>(cb * bc + k));
+        }
+      }
+      out.row_ptr[r + 1] = static_cast<uint32_t>(out.values.size());
+    }
+  }
+  out.view = kernels::CsrMatrix();
+  out.view.rows = rows_;
+  out.view.cols = cols_;
+  out.view.row_ptr = out.row_ptr.data();
+  out.view.values = out.values.data();
+  out.view.col_idx16 = narrow ? out.col16.data() : nullptr;
+  out.view.col_idx32 = narrow ? nullptr : out.col32.data();
 }
 
 void LayerWeights::drop_csr() {

@@ -29,13 +29,14 @@ struct OwnedCsr {
 };
 void build_owned_csr(const float* data, int64_t rows, int64_t cols, OwnedCsr* out);
 
-// The weight as dense row-major floats (a copy; CSR / BSR expanded).
-kernels::AlignedFloats densify_weight(const format::TensorInfo& w);
+// The weight as dense row-major floats (a copy; CSR / BSR expanded). The
+// growth beyond the stored bytes is charged to config's expand budget.
+kernels::AlignedFloats densify_weight(const format::TensorInfo& w, const LoadConfig& config);
 
 class LayerWeights {
  public:
   // rows = dims[0], cols = product of the other dims.
-  LayerWeights(const format::TensorInfo& w, kernels::Isa isa);
+  LayerWeights(const format::TensorInfo& w, const LoadConfig& config);
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -47,7 +48,9 @@ class LayerWeights {
   // Builds the CSR view (spmm kernels) / the packed dense panels (gemm
   // kernels, one per group of rows / groups rows).
   void ensure_csr();
-  void ensure_dense(int64_t groups = 1);
+  // optional: a dense copy only tuning wants; skipped (returns false) when it
+  // would exceed the model's expand budget instead of failing the load.
+  bool ensure_dense(int64_t groups = 1, bool optional = false);
   // Drops one representation (after tuning decided it is never used).
   void drop_csr();
   void drop_dense();
@@ -66,7 +69,10 @@ class LayerWeights {
   std::string storage_note(bool sparse) const;
 
  private:
+  void bsr_to_csr();
+
   const format::TensorInfo& info_;
+  const LoadConfig config_;
   kernels::Isa isa_;
   int64_t rows_ = 0, cols_ = 0, nnz_ = 0;
   double density_ = 1.0;
@@ -91,8 +97,7 @@ double best_time(F&& fn, int reps = 4) {
   return best;
 }
 
-// Tune densifies at most this many weights (a file of a few KiB must not be
-// able to make the loader allocate gigabytes).
+// Tune keeps a dense copy only of weights up to this size.
 constexpr int64_t kTuneMaxDenseElements = int64_t{1} << 26;  // 256 MiB of float32
 
 }  // namespace ops

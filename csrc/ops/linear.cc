@@ -56,7 +56,7 @@ int64_t last_level_cache_bytes() {
 class LinearOp final : public Op {
  public:
   LinearOp(const NodeContext& ctx, const format::TensorInfo& w, const float* bias)
-      : weights_(w, ctx.isa()), rows_(w.dims[0]), cols_(w.dims[1]), bias_(bias),
+      : weights_(w, ctx.config()), rows_(w.dims[0]), cols_(w.dims[1]), bias_(bias),
         act_(parse_fused_activation(ctx)) {
     const int64_t elements = rows_ * cols_;
     const double density = weights_.density();
@@ -71,7 +71,9 @@ class LinearOp final : public Op {
     if (tune || forced != LoadConfig::LayerKernel::kAuto) want_sparse = want_dense = true;
     if (elements == 0) want_sparse = want_dense = false;
     if (want_sparse) weights_.ensure_csr();
-    if (want_dense) weights_.ensure_dense();
+    // a dense copy that only tuning asked for is skipped when over the expand budget
+    const bool dense_optional = weights_.has_csr() && !(density > std::min(batch1_max_density, kSparseMaxDensityBatched));
+    if (want_dense) weights_.ensure_dense(1, dense_optional && forced == LoadConfig::LayerKernel::kAuto);
     sparse_batch1_ = weights_.has_csr() && (!weights_.has_dense() || density <= batch1_max_density);
     sparse_batched_ = weights_.has_csr() && (!weights_.has_dense() || density <= kSparseMaxDensityBatched);
     if (forced != LoadConfig::LayerKernel::kAuto) {

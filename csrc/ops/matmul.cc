@@ -24,10 +24,23 @@ struct MatMulDims {
   int64_t batches = 1;  // product of batch
 };
 
+// numpy.matmul's 1-D rule: a vector A is [1, K], a vector B is [K, 1], and the
+// added dim is dropped from the result. Same bytes, so only the shapes change.
+struct MatMulShapes {
+  Shape a, b;
+  bool vec_a = false, vec_b = false;
+};
+
+MatMulShapes promote_vectors(const Shape& a, const Shape& b) {
+  if (a.empty() || b.empty())
+    shape_error("MatMul operands must have rank >= 1, got " + shape_string(a) + " and " + shape_string(b));
+  MatMulShapes s{a, b};
+  if (a.size() == 1) s.a = {1, a[0]}, s.vec_a = true;
+  if (b.size() == 1) s.b = {b[0], 1}, s.vec_b = true;
+  return s;
+}
+
 MatMulDims matmul_dims(const Shape& a, const Shape& b) {
-  if (a.size() < 2 || b.size() < 2)
-    shape_error("MatMul operands must have rank >= 2 (1-D operands are not supported), got " +
-                shape_string(a) + " and " + shape_string(b));
   MatMulDims d;
   d.m = a[a.size() - 2];
   d.k = a[a.size() - 1];
@@ -71,17 +84,19 @@ class MatMulOp final : public Op {
   explicit MatMulOp(kernels::Isa isa) : gemm_(&kernels::gemm_kernel(isa)) {}
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
-    const MatMulDims d = matmul_dims(inputs[0], inputs[1]);
+    const MatMulShapes s = promote_vectors(inputs[0], inputs[1]);
+    const MatMulDims d = matmul_dims(s.a, s.b);
     Shape y = d.batch;
-    y.push_back(d.m);
-    y.push_back(d.n);
+    if (!s.vec_a) y.push_back(d.m);
+    if (!s.vec_b) y.push_back(d.n);
     return {y};
   }
 
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
-    const Shape& as = inputs[0].shape;
-    const Shape& bs = inputs[1].shape;
+    const MatMulShapes s = promote_vectors(inputs[0].shape, inputs[1].shape);
+    const Shape& as = s.a;
+    const Shape& bs = s.b;
     MatMulDims d = matmul_dims(as, bs);
     float* c = outputs[0].f32();
     if (d.batches * d.m * d.n == 0) return;
@@ -122,7 +137,8 @@ class MatMulOp final : public Op {
 
   void describe(const std::vector<Shape>& inputs, const std::vector<Shape>&,
                 NodeInfo* info) const override {
-    const MatMulDims d = matmul_dims(inputs[0], inputs[1]);
+    const MatMulShapes s = promote_vectors(inputs[0], inputs[1]);
+    const MatMulDims d = matmul_dims(s.a, s.b);
     info->kernel = gemm_->name;
     info->flops = 2 * d.batches * d.m * d.k * d.n;
     info->dense_flops = info->flops;

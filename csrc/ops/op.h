@@ -21,6 +21,7 @@
 // infer_shapes_with_values(); the runtime evaluates such ops once per plan.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -51,6 +52,13 @@ constexpr size_t kMaxAttrItems = 4096;  // elements of an INTS / FLOATS attribut
 
 // Load-time settings every factory may consult (from LoadOptions).
 struct LoadConfig {
+  // Bytes of weights the loader may still expand beyond their stored size
+  // (densifying CSR / BSR, depthwise filters): a small file must not be able
+  // to make the loader allocate gigabytes. Shared by the model's ops.
+  std::shared_ptr<std::atomic<int64_t>> expand_budget = std::make_shared<std::atomic<int64_t>>(int64_t{1} << 28);
+  // Takes `bytes` from the budget, or throws Error(kResource) naming `what`.
+  void charge(int64_t bytes, const std::string& what) const;
+  bool try_charge(int64_t bytes) const;  // false (and nothing taken) when the budget is short
   bool tune = false;
   kernels::Isa isa = kernels::Isa::kScalar;
   enum class LayerKernel { kAuto, kSparse, kDense } layer_kernel = LayerKernel::kAuto;

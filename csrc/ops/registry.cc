@@ -123,6 +123,25 @@ std::vector<Shape> Op::infer_shapes_with_values(const std::vector<TensorMeta>& i
   return infer_shapes(shapes);
 }
 
+void LoadConfig::charge(int64_t bytes, const std::string& what) const {
+  if (bytes <= 0) return;
+  const int64_t left = expand_budget->fetch_sub(bytes) - bytes;
+  if (left < 0) {
+    expand_budget->fetch_add(bytes);
+    throw Error(ErrorCode::kResource,
+                what + " would expand " + std::to_string(bytes >> 20) +
+                    " MiB of weights at load, beyond this model's budget (256 MiB or 8x the file size); "
+                    "store the weight dense in the file instead");
+  }
+}
+
+bool LoadConfig::try_charge(int64_t bytes) const {
+  if (bytes <= 0) return true;
+  if (expand_budget->fetch_sub(bytes) - bytes >= 0) return true;
+  expand_budget->fetch_add(bytes);
+  return false;
+}
+
 // --- NodeContext ---------------------------------------------------------------
 
 const format::TensorInfo* NodeContext::constant(size_t i) const {

@@ -1,4 +1,7 @@
 // Resize of the last two dims (ONNX Resize, modes nearest and linear).
+// The target is the `scales` or `sizes` attribute ([h, w]), or ONNX's inputs
+// 2 (scales, one per dim) / 3 (sizes, one per dim) known while planning;
+// only the last two dims may change.
 //
 // Output size: `sizes`, or floor(in * scale) with `scales` (computed in
 // double, as PyTorch's interpolate). The source coordinate of output index x
@@ -37,15 +40,27 @@ struct AxisMap {
 class ResizeOp final : public Op {
  public:
   ResizeOp(bool linear, std::vector<double> scales, std::vector<int64_t> sizes, CoordMode coord,
-           NearestMode nearest)
+           NearestMode nearest, bool from_inputs)
       : linear_(linear),
         scales_(std::move(scales)),
         sizes_(std::move(sizes)),
         coord_(coord),
-        nearest_(nearest) {}
+        nearest_(nearest),
+        from_inputs_(from_inputs) {}
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
-    const Shape& x = inputs[0];
+    if (from_inputs_) shape_error("Resize needs its scales or sizes input while planning");
+    return {out_shape(inputs[0], scales_, sizes_)};
+  }
+
+  std::vector<Shape> infer_shapes_with_values(const std::vector<TensorMeta>& inputs) const override {
+    std::vector<double> scales = scales_;
+    std::vector<int64_t> sizes = sizes_;
+    resolve(inputs, &scales, &sizes);
+    return {out_shape(inputs[0].shape, scales, sizes)};
+  }
+
+  Shape out_shape(const Shape& x, const std::vector<double>& scales_, const std::vector<int64_t>& sizes_) const {
     if (x.size() < 3) shape_error("input must be [N, C, H, W] (rank >= 3), got " + shape_string(x));
     Shape y = x;
     for (int d = 0; d < 2; ++d) {
@@ -67,13 +82,20 @@ class ResizeOp final : public Op {
 
   void run(const RunContext& ctx, const std::vector<InputRef>& inputs,
            const std::vector<OutputRef>& outputs) const override {
+    std::vector<double> scales = scales_;
+    std::vector<int64_t> sizes = sizes_;
+    if (from_inputs_) {
+      std::vector<TensorMeta> metas;
+      for (const auto& in : inputs) metas.push_back(TensorMeta{in.dtype, in.shape, in.raw, in.raw != nullptr});
+      resolve(metas, &scales, &sizes);
+    }
     const Shape& xs = inputs[0].shape;
     const Shape& ys = outputs[0].shape;
     const size_t r = xs.size();
     const int64_t ih = xs[r - 2], iw = xs[r - 1], oh = ys[r - 2], ow = ys[r - 1];
     if (shape_elements(xs) == 0 || shape_elements(ys) == 0) return;
     const int64_t planes = shape_elements(xs) / (ih * iw);
-    const AxisMap mh = axis_map(0, ih, oh), mw = axis_map(1, iw, ow);
+    const AxisMap mh = axis_map(0, ih, oh, scales), mw = axis_map(1, iw, ow, scales);
     const float* x = inputs[0].f32();
     float* y = outputs[0].f32();
     const int64_t rows = planes * oh;
@@ -109,7 +131,39 @@ class ResizeOp final : public Op {
   }
 
  private:
-  AxisMap axis_map(int d, int64_t in, int64_t out) const {
+  // scales / sizes from inputs 2 / 3 (one entry per dim; only the last two may differ from 1 / the input).
+  void resolve(const std::vector<TensorMeta>& inputs, std::vector<double>* scales, std::vector<int64_t>* sizes) const {
+    if (!from_inputs_) return;
+    const Shape& x = inputs[0].shape;
+    const size_t r = x.size();
+    if (inputs.size() > 3 && inputs[3].present && shape_elements(inputs[3].shape) > 0) {
+      const std::vector<int64_t> v = known_ints(inputs[3], "Resize sizes");
+      if (v.size() != r) shape_error("Resize sizes must have one entry per input dim");
+      for (size_t i = 0; i + 2 < r; ++i)
+        if (v[i] != x[i]) shape_error("Resize may only change the last two dims");
+      for (size_t i = r - 2; i < r; ++i)
+        if (v[i] < 1 || v[i] > kMaxDim) shape_error("Resize sizes must be in [1, 2^40]");
+      *sizes = {v[r - 2], v[r - 1]};
+      scales->clear();
+      return;
+    }
+    if (inputs.size() > 2 && inputs[2].present && shape_elements(inputs[2].shape) > 0) {
+      if (inputs[2].dtype != DType::kFloat32 || inputs[2].value == nullptr)
+        shape_error("Resize scales must be float32 and known while planning");
+      if (static_cast<size_t>(shape_elements(inputs[2].shape)) != r) shape_error("Resize scales must have one entry per input dim");
+      const float* v = inputs[2].as<float>();
+      for (size_t i = 0; i + 2 < r; ++i)
+        if (v[i] != 1.0f) shape_error("Resize may only change the last two dims");
+      for (size_t i = r - 2; i < r; ++i)
+        if (!(v[i] >= 1.0f / 65536.0f && v[i] <= 65536.0f)) shape_error("Resize scales must be in [2^-16, 2^16]");
+      *scales = {v[r - 2], v[r - 1]};
+      sizes->clear();
+      return;
+    }
+    shape_error("Resize needs scales (input 2) or sizes (input 3)");
+  }
+
+  AxisMap axis_map(int d, int64_t in, int64_t out, const std::vector<double>& scales_) const {
     const double scale =
         scales_.empty() ? static_cast<double>(out) / static_cast<double>(in) : scales_[d];
     // PyTorch's compute_scales_value: the reciprocal, rounded to float
@@ -170,17 +224,25 @@ class ResizeOp final : public Op {
   std::vector<int64_t> sizes_;
   CoordMode coord_;
   NearestMode nearest_;
+  bool from_inputs_;
 };
 
 }  // namespace
 
 std::unique_ptr<Op> create_resize(const NodeContext& ctx) {
-  ctx.check_input_count(1, 1);
+  ctx.check_input_count(1, 4);
   ctx.check_output_count(1);
   const std::string mode = ctx.attr_choice("mode", "nearest", {"nearest", "linear"});
   const bool has_scales = ctx.has_attr("scales"), has_sizes = ctx.has_attr("sizes");
-  if (has_scales == has_sizes)
+  const bool from_inputs = ctx.has_input(2) || ctx.has_input(3);
+  if (from_inputs && (has_scales || has_sizes))
+    ctx.fail("give the target as attributes or as inputs, not both");
+  if (!from_inputs && has_scales == has_sizes)
     ctx.fail("exactly one of the attributes 'scales' and 'sizes' must be given");
+  if (ctx.has_input(3)) ctx.require_dtype(3, "sizes", {DType::kInt64, DType::kInt32});
+  if (ctx.has_input(2)) ctx.require_dtype(2, "scales", {DType::kFloat32});
+  ctx.require_dtype(0, "X", {DType::kFloat32});
+  ctx.set_output_dtypes({DType::kFloat32});
   const std::vector<double> scales = ctx.attr_floats("scales", {}, 2, 2, 1.0 / 65536.0, 65536.0);
   const std::vector<int64_t> sizes = ctx.attr_ints("sizes", {}, 2, 2, 1, kMaxDim);
   const std::string coord_name = ctx.attr_choice("coordinate_transformation_mode", "half_pixel",
@@ -195,7 +257,7 @@ std::unique_ptr<Op> create_resize(const NodeContext& ctx) {
                               : nearest_name == "round_prefer_ceil" ? NearestMode::kRoundPreferCeil
                               : nearest_name == "floor"             ? NearestMode::kFloor
                                                                     : NearestMode::kCeil;
-  return std::make_unique<ResizeOp>(mode == "linear", scales, sizes, coord, nearest);
+  return std::make_unique<ResizeOp>(mode == "linear", scales, sizes, coord, nearest, from_inputs);
 }
 
 }  // namespace ops

@@ -350,6 +350,13 @@ PYBIND11_MODULE(_core, m) {
                                return out;
                              })
       .def_property_readonly("metadata", &sparsert::Model::metadata)
+      .def_property_readonly("metadata_values",
+                             [](const sparsert::Model& model) {
+                               py::dict out;
+                               for (const auto& kv : model.metadata_values())
+                                 out[py::str(kv.first)] = value_to_python(kv.second);
+                               return out;
+                             })
       .def_property_readonly("threads", &sparsert::Model::threads)
       .def_property_readonly("isa", &sparsert::Model::isa)
       .def_property_readonly("load_log", &sparsert::Model::load_log)

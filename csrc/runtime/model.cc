@@ -186,7 +186,10 @@ void Model::Impl::build(const LoadOptions& options) {
   if (options.max_cached_plans < 1 || options.max_cached_plans > 1024)
     throw Error(ErrorCode::kInvalidArgument, "max_cached_plans must be in [1, 1024]");
   max_plans = static_cast<size_t>(options.max_cached_plans);
-  const ops::LoadConfig config = make_config(options);
+  ops::LoadConfig config = make_config(options);
+  uint64_t file_bytes = 0;
+  for (const auto& t : file.tensors) file_bytes += t.stored_bytes();
+  config.expand_budget->store(static_cast<int64_t>(std::max<uint64_t>(uint64_t{1} << 28, 8 * file_bytes)));
   isa = kernels::isa_name(config.isa);
   runtime::run_passes(&file, options.disabled_passes, &log);
   // Every op type must be known: report all unknown types at once.
@@ -657,6 +660,9 @@ int Model::threads() const { return impl_->threads; }
 const std::string& Model::isa() const { return impl_->isa; }
 const std::vector<std::string>& Model::load_log() const { return impl_->log; }
 const std::vector<spr::Node>& Model::nodes() const { return impl_->file.nodes; }
+const std::vector<std::pair<std::string, spr::Value>>& Model::metadata_values() const {
+  return impl_->file.metadata;
+}
 
 std::vector<std::vector<int64_t>> Model::output_shapes(const std::vector<std::vector<int64_t>>& input_shapes) const {
   impl_->check_shapes(input_shapes);

@@ -44,6 +44,7 @@ namespace sparsert {
 
 namespace spr {
 struct Node;
+struct Value;
 }
 
 enum class ErrorCode {
@@ -162,6 +163,8 @@ class SPARSERT_API Model {
   const std::vector<TensorSpec>& inputs() const;
   const std::vector<TensorSpec>& outputs() const;
   const std::map<std::string, std::string>& metadata() const;  // values rendered as text
+  // The metadata as stored: typed values, in file order.
+  const std::vector<std::pair<std::string, spr::Value>>& metadata_values() const;
   int threads() const;
   const std::string& isa() const;  // the ISA this model's kernels use
   // Load-time decisions (passes applied, kernels chosen), one line each.
