@@ -110,9 +110,10 @@ def test_zero_size_dims(shape: tuple[int, ...]) -> None:
     assert c.row_ptr is not None and list(c.row_ptr) == [0] * (shape[0] + 1)
 
 
-def test_scalar_is_stored_with_shape_1() -> None:
+def test_scalar_keeps_rank_0() -> None:
+    # version 2 stores 0-d tensors as such (version 1 files stored them as [1])
     (b,) = round_trip(simple_model([spr.Tensor.dense("s", np.float32(2.5))])).tensors
-    assert b.dims == (1,) and b.to_dense()[0] == 2.5
+    assert b.dims == () and b.to_dense().shape == () and b.to_dense() == 2.5
 
 
 def test_every_attribute_and_metadata_type() -> None:

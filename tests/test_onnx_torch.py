@@ -223,15 +223,18 @@ def test_mlp(tmp_path: os.PathLike[str], seed: int, opset: int) -> None:
     assert str(md["onnx.opset"]) == str(opset)
 
 
-def test_mlp_dynamic_batch_needs_shape(tmp_path: os.PathLike[str], seed: int) -> None:
+def test_mlp_dynamic_batch(tmp_path: os.PathLike[str], seed: int) -> None:
     _seed(seed)
     x = torch.randn(2, 20)
     src, dst = os.path.join(tmp_path, "mlp.onnx"), os.path.join(tmp_path, "mlp.spr")
     _export(MLP(), x, src, 13, dynamic_batch=True)
-    with pytest.raises(ValueError, match=r"'x'.*batch"):
-        sparsert.convert(src, dst)
-    assert not os.path.exists(dst)
-    xs = np.random.default_rng(seed).standard_normal((5, 20)).astype(np.float32)
+    # the batch stays dynamic: one .spr for every batch size
+    rng = np.random.default_rng(seed)
+    for batch in (1, 5):
+        model = _check(src, dst, rng.standard_normal((batch, 20)).astype(np.float32))
+    assert model.inputs[0].shape == (-1, 20) and model.inputs[0].dim_names == ("batch", "")
+    # or frozen, when the user fixes it
+    xs = rng.standard_normal((5, 20)).astype(np.float32)
     model = _check(src, dst, xs, input_shapes={"x": (5, 20)})
     assert model.inputs[0].shape == (5, 20)
 
@@ -376,8 +379,10 @@ def test_attention_block_dynamic_axes(tmp_path: os.PathLike[str], seed: int, ops
             output_names=["y"],
             dynamic_axes={"x": {0: "batch", 1: "tokens"}},
         )
-    with pytest.raises(ValueError, match="batch.*tokens"):
-        sparsert.convert(src, dst)
+    # batch and tokens stay dynamic: the Shape/Reshape subgraph runs in the runtime
+    for shape in ((1, 7, 32), (3, 11, 32)):
+        dyn = _check(src, dst, rng.standard_normal(shape).astype(np.float32))
+    assert dyn.inputs[0].shape == (-1, -1, 32) and dyn.inputs[0].dim_names == ("batch", "tokens", "")
     xs = rng.standard_normal((3, 5, 32)).astype(np.float32)
     _check(src, dst, xs, input_shapes={"x": xs.shape})
     ops = _ops(dst)

@@ -153,7 +153,8 @@ class Tensor:
             dtype = "int64"
         else:
             raise FormatError(f"tensor {_q(name)}: unsupported array dtype {a.dtype}")
-        a = np.ascontiguousarray(a, dtype=_DTYPE_NUMPY[dtype])
+        # np.require, not np.ascontiguousarray: the latter turns a 0-d array into shape (1,)
+        a = np.require(a, dtype=_DTYPE_NUMPY[dtype], requirements="C")
         return Tensor(name=name, dims=tuple(int(d) for d in a.shape), dtype=dtype, data=a)
 
     @staticmethod

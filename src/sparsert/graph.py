@@ -135,7 +135,7 @@ class GraphBuilder:
             else:
                 tensor = spr.Tensor.csr_from_dense(name, np.ascontiguousarray(arr))
         elif storage == "dense":
-            tensor = spr.Tensor.dense(name, np.ascontiguousarray(arr))
+            tensor = spr.Tensor.dense(name, arr)
         else:
             raise ValueError(f"storage must be 'dense', 'csr', 'bsr' or 'auto', got {storage!r}")
         self._tensors[name] = tensor

@@ -147,8 +147,9 @@ class Model:
         return (_reload_bytes, (self._blob, self._options))
 
     @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self._core.metadata)
+    def metadata(self) -> dict[str, Any]:
+        """The file's metadata with its stored types (str, int, float, lists)."""
+        return dict(self._core.metadata_values)
 
     @property
     def threads(self) -> int:
@@ -299,7 +300,7 @@ def check_input(spec: TensorSpec, value: ArrayLike) -> np.ndarray:
         raise ValueError(f"input '{spec.name}' has dtype {arr.dtype}, expected {want.name} (convert with {hint})")
     if arr.ndim != len(spec.shape) or any(want_d >= 0 and want_d != got for want_d, got in zip(spec.shape, arr.shape)):
         raise ValueError(f"input '{spec.name}' has shape {tuple(arr.shape)}, expected {_shape_str(spec)}")
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements="C")  # keeps 0-d arrays 0-d
 
 
 def _shape_str(spec: TensorSpec) -> str:

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from sparsert import format as spr
+from sparsert import ir
 from sparsert.graph import GraphBuilder
 
-from sparsert import ir
 from ._lower import UnsupportedOpError, effective_param, lower, trace
 
 __all__ = ["ExportResult", "UnsupportedOpError", "effective_param", "export"]

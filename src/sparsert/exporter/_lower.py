@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsert import UnsupportedError
-
 from sparsert.ir import Graph, Input, Node
 
 

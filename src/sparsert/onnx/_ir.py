@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
-from sparsert import FormatError, ir
+from sparsert import FormatError, UnsupportedError, ir
 
 SPR = "spr"  # domain of nodes that are sparsert ops already
 
@@ -36,6 +36,7 @@ class Graph(ir.Graph):
     inputs: dict[str, tuple[int, ...] | None] = field(default_factory=dict)  # name -> shape (-1: dynamic)
     input_dims: dict[str, list[int | str | None] | None] = field(default_factory=dict)  # declared dims
     input_types: dict[str, int] = field(default_factory=dict)
+    input_dim_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     opset: int = 0
     elem_types: dict[str, int] = field(default_factory=dict)
     output_protos: list[onnx.ValueInfoProto] = field(default_factory=list)
@@ -99,11 +100,102 @@ def _sparse_to_dense(sp: onnx.SparseTensorProto) -> np.ndarray:
     return out
 
 
+# Opsets of the default domain this converter knows (older models are refused, newer ones too:
+# an op whose meaning changed in an unknown opset would convert silently wrong).
+MIN_OPSET = 6
+
+
+def max_opset() -> int:
+    return int(onnx.defs.onnx_opset_version())
+
+
 def opset_of(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
+            v = int(imp.version)
+            if not MIN_OPSET <= v <= max_opset():
+                raise UnsupportedError(
+                    f"the model uses ONNX opset {v}; this converter handles opsets {MIN_OPSET} to {max_opset()} "
+                    "(re-export the model with a supported opset, or upgrade the onnx package)"
+                )
+            return v
     raise FormatError("the model imports no version of the default ONNX operator set (opset_import)")
+
+
+# ONNX element types -> the dtype the runtime computes in.
+_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+_INT32_TYPES = {TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8, TensorProto.UINT16}
+_INT64_TYPES = {TensorProto.INT64, TensorProto.UINT32, TensorProto.UINT64}
+
+
+def runtime_dtype(elem_type: int) -> str | None:
+    """The runtime dtype of an ONNX element type, or None when it has none (strings, complex)."""
+    if elem_type in _FLOAT_TYPES:
+        return "float32"
+    if elem_type in _INT32_TYPES:
+        return "int32"
+    if elem_type in _INT64_TYPES:
+        return "int64"
+    if elem_type == TensorProto.BOOL:
+        return "bool"
+    return None
+
+
+_ONNX_TYPE = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32, "int64": TensorProto.INT64,
+              "bool": TensorProto.BOOL}
+
+
+def runtime_elem_type(elem_type: int) -> int:
+    """The ONNX element type the converted graph computes in (FLOAT for DOUBLE, INT32 for INT8...)."""
+    d = runtime_dtype(elem_type)
+    return _ONNX_TYPE[d] if d is not None else elem_type
+
+
+def convert_array(a: np.ndarray) -> np.ndarray:
+    """A constant in the dtypes the runtime has: floats -> float32, small ints -> int32, wide
+    ints -> int64, bool stays."""
+    a = np.asarray(a)
+    if a.dtype == np.float32 or a.dtype == np.int64 or a.dtype == np.int32 or a.dtype == np.bool_:
+        return a
+    if a.dtype.kind == "f":
+        return a.astype(np.float32)
+    if a.dtype in (np.int8, np.int16, np.uint8, np.uint16):
+        return a.astype(np.int32)
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    raise FormatError(f"a constant of dtype {a.dtype} cannot be used (no runtime dtype holds it)")
+
+
+def graph_nodes(graph: onnx.GraphProto, g: Graph, defined: set[str] | None = None) -> list[Node]:
+    """The nodes of an ONNX graph (Constant nodes become constants of ``g``)."""
+    nodes: list[Node] = []
+    for i, n in enumerate(graph.node):
+        name = n.name or f"{n.op_type}_{i}"
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            try:
+                g.consts[n.output[0]] = convert_array(_constant_node_value(n))
+            except FormatError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise FormatError(f"Constant node {name!r} cannot be read: {e}") from e
+            if defined is not None:
+                defined.add(n.output[0])
+            continue
+        if defined is not None:
+            for inp in n.input:
+                if inp and inp not in defined:
+                    raise FormatError(
+                        f"{n.op_type} node {name!r} reads tensor {inp!r}, which no initializer, graph input or "
+                        "earlier node defines (truncated or unsorted graph)"
+                    )
+        # a file's node in sparsert's internal domain is an unknown custom op, never a trusted sparsert op
+        domain = n.domain if n.domain != SPR else "spr (from the file)"
+        attrs = {a.name: attr_value(a) for a in n.attribute}
+        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, where=name, domain=domain,
+                          proto_attrs=list(n.attribute)))
+        if defined is not None:
+            defined.update(o for o in n.output if o)
+    return nodes
 
 
 def from_model(model: onnx.ModelProto) -> Graph:
@@ -111,26 +203,25 @@ def from_model(model: onnx.ModelProto) -> Graph:
     if not model.HasField("graph"):
         raise FormatError("not an ONNX model: no graph (empty, truncated or not a .onnx file)")
     opset = opset_of(model)
-    g = model.graph
-    if not g.output:
+    gp = model.graph
+    if not gp.output:
         raise FormatError("the ONNX graph has no outputs (truncated file?)")
-    consts: dict[str, np.ndarray] = {}
-    for init in g.initializer:
+    g = Graph(opset=opset)
+    for init in gp.initializer:
         try:
-            consts[init.name] = numpy_helper.to_array(init)
+            g.consts[init.name] = convert_array(numpy_helper.to_array(init))
+        except FormatError:
+            raise
         except Exception as e:  # noqa: BLE001 - protobuf/numpy raise many kinds
             raise FormatError(f"initializer {init.name!r} cannot be read: {e}") from e
-    for sp in g.sparse_initializer:
-        consts[sp.values.name] = _sparse_to_dense(sp)
-    inputs: dict[str, tuple[int, ...] | None] = {}
-    input_dims: dict[str, list[int | str | None]] = {}
-    input_types: dict[str, int] = {}
-    for vi in g.input:
-        if vi.name in consts:
+    for sp in gp.sparse_initializer:
+        g.consts[sp.values.name] = convert_array(_sparse_to_dense(sp))
+    for vi in gp.input:
+        if vi.name in g.consts:
             continue  # IR < 4 lists initializers as inputs too
         t = vi.type.tensor_type
-        dims: list[int | str | None] = []
         if t.HasField("shape"):
+            dims: list[int | str | None] = []
             for d in t.shape.dim:
                 if d.HasField("dim_value") and d.dim_value > 0:
                     dims.append(int(d.dim_value))
@@ -138,45 +229,21 @@ def from_model(model: onnx.ModelProto) -> Graph:
                     dims.append(d.dim_param)
                 else:
                     dims.append(None)
-            input_dims[vi.name] = dims
+            g.input_dims[vi.name] = dims
         else:
-            input_dims[vi.name] = None  # type: ignore[assignment]
-        inputs[vi.name] = None
-        input_types[vi.name] = int(t.elem_type)
-    nodes: list[Node] = []
-    defined = set(consts) | set(inputs)
-    for i, n in enumerate(g.node):
-        name = n.name or f"{n.op_type}_{i}"
-        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
-            try:
-                consts[n.output[0]] = _constant_node_value(n)
-            except FormatError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                raise FormatError(f"Constant node {name!r} cannot be read: {e}") from e
-            defined.add(n.output[0])
-            continue
-        for inp in n.input:
-            if inp and inp not in defined:
-                raise FormatError(
-                    f"{n.op_type} node {name!r} reads tensor {inp!r}, which no initializer, "
-                    "graph input or earlier node defines (truncated or unsorted graph)"
-                )
-        attrs = {a.name: attr_value(a) for a in n.attribute}
-        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, where=name, domain=n.domain,
-                          proto_attrs=list(n.attribute)))
-        defined.update(o for o in n.output if o)
-    outputs = [o.name for o in g.output]
-    for o in outputs:
+            g.input_dims[vi.name] = None
+        g.inputs[vi.name] = None
+        g.input_types[vi.name] = int(t.elem_type)
+    defined = set(g.consts) | set(g.inputs)
+    g.nodes = graph_nodes(gp, g, defined)
+    g.outputs = [o.name for o in gp.output]
+    for o in g.outputs:
         if o not in defined:
             raise FormatError(f"graph output {o!r} is not produced by any node")
-    elem_types: dict[str, int] = {}
-    for vi in list(g.value_info) + list(g.output):
+    for vi in list(gp.value_info) + list(gp.output):
         if vi.type.HasField("tensor_type"):
-            elem_types[vi.name] = int(vi.type.tensor_type.elem_type)
-    elem_types.update(input_types)
-    graph = Graph(nodes=nodes, consts=consts, outputs=outputs, inputs=inputs, input_dims=input_dims,
-                  input_types=input_types, opset=opset, elem_types=elem_types)
-    graph.output_protos = list(g.output)
-    graph._taken = set(defined) | {o for n in nodes for o in n.outputs if o}
-    return graph
+            g.elem_types[vi.name] = int(vi.type.tensor_type.elem_type)
+    g.elem_types.update(g.input_types)
+    g.output_protos = list(gp.output)
+    g._taken = set(defined) | {o for n in g.nodes for o in n.outputs if o}
+    return g

@@ -1,11 +1,12 @@
 """One function per ONNX op type, turning a (folded) ONNX node into sparsert ops.
 
-A mapper gets the graph and the node, and returns the sparsert nodes that
-replace it (``domain == "spr"``, op types and attributes of
-docs/spr-format.md section 5). It raises :class:`Unsupported` with a reason
-when this instance of the op cannot be expressed (non-constant weight,
-unsupported mode...). Shapes are static by now (see ``_fold``), so every
-mapper may resolve axes, split sizes and reshape targets to plain numbers.
+A mapper gets the graph and the node and returns the sparsert nodes that replace it
+(``domain == "spr"``, op types and attributes of docs/spr-format.md section 5). Most
+ONNX ops map one to one: the runtime implements ONNX semantics, takes shape-deciding
+inputs (Reshape's shape, Slice's starts, Expand's shape...) as tensors evaluated while
+planning, and keeps symbolic dims symbolic. A mapper raises :class:`Unsupported` with
+a reason when this instance of the op cannot be expressed. Static shapes are used only
+where an op needs them (``auto_pad=SAME``, ``num_outputs``) and the message says so.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sparsert.onnx._ir import SPR, Graph, Node
-from sparsert.onnx._patterns import clip_bounds, reduce_axes, scalar
+from sparsert.onnx._ir import SPR, Graph, Node, runtime_dtype
+from sparsert.onnx._patterns import clip_bounds, scalar
 
 
 class Unsupported(Exception):
@@ -36,11 +37,45 @@ def mapper(*ops: str) -> Callable[[Mapper], Mapper]:
     return register
 
 
-def spr(
-    op: str, inputs: list[str], outputs: list[str] | str, attrs: dict[str, Any] | None = None, name: str = ""
-) -> Node:
+def find_mapper(op: str) -> Mapper | None:
+    """The mapper of an ONNX op type: a registered one, or the element-wise activations of the
+    runtime's own list (``sparsert.activations()``), which map one to one."""
+    fn = MAPPERS.get(op)
+    if fn is not None:
+        return fn
+    if op in _activation_ops():
+        return _activation
+    return None
+
+
+_ACTIVATIONS: dict[str, dict[str, Any]] | None = None
+
+
+def _activation_ops() -> dict[str, dict[str, Any]]:
+    global _ACTIVATIONS
+    if _ACTIVATIONS is None:
+        import sparsert
+
+        _ACTIVATIONS = {a["op_type"]: a for a in sparsert.activations() if a["op_type"]}
+    return _ACTIVATIONS
+
+
+def spr(op: str, inputs: list[str], outputs: list[str] | str, attrs: dict[str, Any] | None = None,
+        name: str = "") -> Node:
     outs = [outputs] if isinstance(outputs, str) else list(outputs)
     return Node(op, list(inputs), outs, dict(attrs or {}), name, where=name, domain=SPR)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def dtype_of(g: Graph, name: str) -> str | None:
+    """The runtime dtype of a tensor, when known."""
+    if name in g.consts:
+        return {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32", np.dtype(np.int64): "int64",
+                np.dtype(np.bool_): "bool"}.get(g.consts[name].dtype)
+    t = g.elem_types.get(name)
+    return runtime_dtype(t) if t is not None else None
 
 
 def _const(g: Graph, node: Node, idx: int, what: str) -> np.ndarray:
@@ -58,18 +93,48 @@ def _opt_const(g: Graph, node: Node, idx: int, what: str) -> np.ndarray | None:
     return _const(g, node, idx, what)
 
 
+def _input(node: Node, idx: int) -> str:
+    return node.inputs[idx] if idx < len(node.inputs) else ""
+
+
 def _ints(v: Any) -> list[int]:
     return [int(x) for x in v]
 
 
-def _axis(axis: int, rank: int, node: Node) -> int:
-    if not -rank <= axis < rank:
-        raise Unsupported(f"axis {axis} out of range for rank {rank}")
-    return axis % rank
+def _f32(g: Graph, base: str, arr: Any) -> str:
+    return g.add_const(base, np.require(arr, dtype=np.float32, requirements="C"))
 
 
-def _f32(g: Graph, base: str, arr: np.ndarray) -> str:
-    return g.add_const(base, np.ascontiguousarray(arr, dtype=np.float32))
+def _ints_const(g: Graph, base: str, values: Any) -> str:
+    return g.add_const(base, np.asarray(values, dtype=np.int64).reshape(-1))
+
+
+def _as_dtype(g: Graph, name: str, dtype: str | None, base: str) -> str:
+    """A constant operand in the other operand's dtype (ONNX operands share a dtype; the
+    converter may have stored a constant wider or narrower)."""
+    if not name or name not in g.consts or dtype is None:
+        return name
+    arr = g.consts[name]
+    want = {"float32": np.float32, "int32": np.int32, "int64": np.int64, "bool": np.bool_}[dtype]
+    if arr.dtype == want:
+        return name
+    return g.add_const(base, arr.astype(want))
+
+
+def _rank(g: Graph, name: str, node: Node) -> int:
+    shape = g.shapes.get(name)
+    if name in g.consts:
+        return g.consts[name].ndim
+    if shape is None:
+        raise Unsupported(f"the rank of {name!r} is unknown (shape inference could not follow the graph)")
+    return len(shape)
+
+
+def _static_shape(g: Graph, name: str, node: Node, why: str) -> tuple[int, ...]:
+    shape = g.consts[name].shape if name in g.consts else g.shapes.get(name)
+    if shape is None or any(d < 0 for d in shape):
+        raise Unsupported(f"{why} needs the static shape of {name!r} (fix the input shapes with input_shapes=)")
+    return tuple(shape)
 
 
 def _only_first_output(node: Node, g: Graph, what: str) -> None:
@@ -79,35 +144,130 @@ def _only_first_output(node: Node, g: Graph, what: str) -> None:
             raise Unsupported(f"its {what} output {o!r} is used")
 
 
+def _outputs(g: Graph, node: Node) -> list[str]:
+    """The node's outputs with fresh names for empty (unused optional) ones, trailing ones dropped."""
+    outs = list(node.outputs)
+    while outs and not outs[-1]:
+        outs.pop()
+    return [o or g.fresh(f"{node.name}.unused{k}") for k, o in enumerate(outs)]
+
+
+def _copy(g: Graph, node: Node) -> list[Node]:
+    return [spr("Identity", [node.inputs[0]], node.outputs[0], {}, node.name)]
+
+
+# --------------------------------------------------------------------------- one-to-one ops
+
+# ONNX op -> attributes the runtime op reads (others are dropped; each runtime op has ONNX semantics)
+_PASSTHROUGH: dict[str, tuple[str, ...]] = {
+    "Shape": ("start", "end"),
+    "Size": (),
+    "Gather": ("axis",),
+    "GatherElements": ("axis",),
+    "GatherND": ("batch_dims",),
+    "Expand": (),
+    "Tile": (),
+    "Where": (),
+    "Range": (),
+    "CumSum": ("exclusive", "reverse"),
+    "Not": (),
+    "IsNaN": (),
+    "IsInf": ("detect_positive", "detect_negative"),
+    "Equal": (),
+    "Less": (),
+    "Greater": (),
+    "LessOrEqual": (),
+    "GreaterOrEqual": (),
+    "And": (),
+    "Or": (),
+    "Xor": (),
+    "Mod": ("fmod",),
+    "PRelu": (),
+    "LRN": ("size", "alpha", "beta", "bias"),
+    "InstanceNormalization": ("epsilon",),
+    "GlobalAveragePool": (),
+    "GlobalMaxPool": (),
+    "ArgMax": ("axis", "keepdims", "select_last_index"),
+    "ArgMin": ("axis", "keepdims", "select_last_index"),
+    "Flatten": ("axis",),
+    "Concat": ("axis",),
+}
+
+
+def _passthrough(g: Graph, node: Node) -> list[Node]:
+    keep = _PASSTHROUGH[node.op]
+    attrs = {k: v for k, v in node.attrs.items() if k in keep}
+    ins = list(node.inputs)
+    # binary-style ops: constants in the other operand's dtype
+    if node.op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod",
+                   "PRelu", "Concat"):
+        want = next((dtype_of(g, i) for i in ins if i and i not in g.consts), None)
+        ins = [_as_dtype(g, i, want, f"{node.name}.{k}") for k, i in enumerate(ins)]
+    if node.op == "Where":
+        want = next((dtype_of(g, i) for i in ins[1:] if i and i not in g.consts), None)
+        ins = [ins[0]] + [_as_dtype(g, i, want, f"{node.name}.{k}") for k, i in enumerate(ins[1:], 1)]
+    if node.op == "Concat":
+        ins = [i for i in ins if i]
+        if len(ins) == 1:
+            return [spr("Identity", ins, node.outputs[0], {}, node.name)]
+    return [spr(node.op, ins, _outputs(g, node), attrs, node.name)]
+
+
+for _op in _PASSTHROUGH:
+    MAPPERS[_op] = _passthrough
+
+
+def _activation(g: Graph, node: Node) -> list[Node]:
+    info = _activation_ops()[node.op]
+    attrs = {k: float(node.attrs[k]) for k in info["params"] if k in node.attrs}
+    if node.op == "Gelu":
+        approx = node.attrs.get("approximate", "none")
+        if approx not in ("none", "tanh"):
+            raise Unsupported(f"approximate={approx!r}")
+        attrs["approximate"] = approx
+    if node.op in ("Neg", "Abs", "Sign") and dtype_of(g, node.inputs[0]) in ("int32", "int64"):
+        return _integer_unary(g, node)
+    return [spr(node.op, [node.inputs[0]], node.outputs[0], attrs, node.name)]
+
+
+def _integer_unary(g: Graph, node: Node) -> list[Node]:
+    """Neg / Abs / Sign of integers (shape arithmetic) with the integer binary ops."""
+    x, y = node.inputs[0], node.outputs[0]
+    dtype = dtype_of(g, x)
+    zero = g.add_const(node.name + ".zero", np.zeros(1, dtype=dtype))
+    if node.op == "Neg":
+        return [spr("Sub", [zero, x], y, {}, node.name)]
+    neg = g.fresh(y + ".neg")
+    if node.op == "Abs":
+        return [spr("Sub", [zero, x], neg, {}, node.name + ".neg"), spr("Max", [x, neg], y, {}, node.name)]
+    raise Unsupported("Sign of integers")
+
+
 # --------------------------------------------------------------------------- convolution
 
 
-def _same_pads(in_hw: tuple[int, ...], k: list[int], s: list[int], d: list[int], mode: str) -> list[int]:
+def _same_pads(in_sp: tuple[int, ...], k: list[int], s: list[int], d: list[int], mode: str) -> list[int]:
     begins, ends = [], []
-    for i in range(2):
-        out = -(-in_hw[i] // s[i])
-        total = max(0, (out - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_hw[i])
+    for i in range(len(k)):
+        out = -(-in_sp[i] // s[i])
+        total = max(0, (out - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_sp[i])
         small, large = total // 2, total - total // 2
-        if mode == "SAME_UPPER":
-            begins.append(small)
-            ends.append(large)
-        else:
-            begins.append(large)
-            ends.append(small)
-    return [begins[0], begins[1], ends[0], ends[1]]
+        begins.append(small if mode == "SAME_UPPER" else large)
+        ends.append(large if mode == "SAME_UPPER" else small)
+    return begins + ends
 
 
 def _window_pads(g: Graph, node: Node, k: list[int], s: list[int], d: list[int]) -> list[int]:
     auto = node.attrs.get("auto_pad", "NOTSET") or "NOTSET"
     if auto == "NOTSET":
-        pads = _ints(node.attrs.get("pads", [0, 0, 0, 0]))
-        if len(pads) != 4:
-            raise Unsupported(f"pads {pads} (only 2-D windows are supported)")
+        pads = _ints(node.attrs.get("pads", [0] * (2 * len(k))))
+        if len(pads) != 2 * len(k):
+            raise Unsupported(f"pads {pads} for a {len(k)}-D window")
         return pads
     if auto == "VALID":
-        return [0, 0, 0, 0]
+        return [0] * (2 * len(k))
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        shape = g.shape(node.inputs[0], node)
+        shape = _static_shape(g, node.inputs[0], node, f"auto_pad={auto}")
         return _same_pads(tuple(shape[2:]), k, s, d, auto)
     raise Unsupported(f"auto_pad {auto!r}")
 
@@ -116,96 +276,69 @@ def _window_pads(g: Graph, node: Node, k: list[int], s: list[int], d: list[int])
 def _conv(g: Graph, node: Node) -> list[Node]:
     w = _const(g, node, 1, "the weight")
     b = _opt_const(g, node, 2, "the bias")
-    x = node.inputs[0]
-    one_d = w.ndim == 3
-    if w.ndim not in (3, 4):
-        raise Unsupported(f"{w.ndim - 2}-D convolution (only 1-D and 2-D are supported)")
-    x_rank = len(g.shape(x, node))
-    if x_rank != w.ndim:
-        raise ValueError(f"{node.describe()}: input X has rank {x_rank} but the weight has rank {w.ndim}")
+    if w.ndim not in (3, 4, 5):
+        raise Unsupported(f"{w.ndim - 2}-D convolution (1-D to 3-D are supported)")
     k = list(w.shape[2:])
     strides = _ints(node.attrs.get("strides", [1] * len(k)))
     dil = _ints(node.attrs.get("dilations", [1] * len(k)))
-    nodes: list[Node] = []
-    if one_d:
-        # Conv1d runs as a Conv2d of height 1: [N, C, L] -> [N, C, 1, L]
-        n_, c_, length = g.shape(x, node)
-        x2 = g.fresh(x + ".as2d")
-        g.shapes[x2] = (n_, c_, 1, length)
-        nodes.append(spr("Reshape", [x], x2, {"shape": [n_, c_, 1, length]}, node.name + ".to2d"))
-        w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
-        k, strides, dil = [1, k[0]], [1, strides[0]], [1, dil[0]]
-        auto = node.attrs.get("auto_pad", "NOTSET") or "NOTSET"
-        if auto == "NOTSET":
-            p = _ints(node.attrs.get("pads", [0, 0]))
-            pads = [0, p[0], 0, p[1]]
-        elif auto == "VALID":
-            pads = [0, 0, 0, 0]
-        else:
-            pads = _same_pads((1, length), k, strides, dil, auto)
-        x = x2
-    else:
-        pads = _window_pads(g, node, k, strides, dil)
-    attrs = {"strides": strides, "pads": pads, "dilations": dil, "group": int(node.attrs.get("group", 1))}
-    ins = [x, _f32(g, node.name + ".weight", w)]
+    attrs = {"strides": strides, "pads": _window_pads(g, node, k, strides, dil), "dilations": dil,
+             "group": int(node.attrs.get("group", 1))}
+    ins = [node.inputs[0], _f32(g, node.name + ".weight", w)]
     ins.append(_f32(g, node.name + ".bias", b.reshape(-1)) if b is not None else "")
-    if not one_d:
-        nodes.append(spr("Conv", ins, node.outputs[0], attrs, node.name))
-        return nodes
-    out = node.outputs[0]
-    n_, co, lo = g.shape(out, node)
-    y2 = g.fresh(out + ".2d")
-    g.shapes[y2] = (n_, co, 1, lo)
-    nodes.append(spr("Conv", ins, y2, attrs, node.name))
-    nodes.append(spr("Reshape", [y2], out, {"shape": [n_, co, lo]}, node.name + ".to1d"))
-    return nodes
+    return [spr("Conv", ins, node.outputs[0], attrs, node.name)]
 
 
 @mapper("ConvTranspose")
 def _conv_transpose(g: Graph, node: Node) -> list[Node]:
     w = _const(g, node, 1, "the weight")
     b = _opt_const(g, node, 2, "the bias")
-    if w.ndim != 4:
-        raise Unsupported(f"{w.ndim - 2}-D transposed convolution (only 2-D is supported)")
+    one_d = w.ndim == 3
+    if w.ndim not in (3, 4):
+        raise Unsupported(f"{w.ndim - 2}-D transposed convolution (1-D and 2-D are supported)")
+    r = w.ndim - 2
     k = list(w.shape[2:])
-    s = _ints(node.attrs.get("strides", [1, 1]))
-    d = _ints(node.attrs.get("dilations", [1, 1]))
-    out_pad = _ints(node.attrs.get("output_padding", [0, 0]))
+    s = _ints(node.attrs.get("strides", [1] * r))
+    d = _ints(node.attrs.get("dilations", [1] * r))
+    out_pad = _ints(node.attrs.get("output_padding", [0] * r))
     auto = node.attrs.get("auto_pad", "NOTSET") or "NOTSET"
-    in_hw = g.shape(node.inputs[0], node)[2:]
     if "output_shape" in node.attrs or auto in ("SAME_UPPER", "SAME_LOWER"):
-        target = (
-            _ints(node.attrs["output_shape"])[-2:]
-            if "output_shape" in node.attrs
-            else [in_hw[0] * s[0], in_hw[1] * s[1]]
-        )
+        in_sp = _static_shape(g, node.inputs[0], node, "output_shape / auto_pad=SAME")[2:]
+        target = (_ints(node.attrs["output_shape"])[-r:] if "output_shape" in node.attrs
+                  else [in_sp[i] * s[i] for i in range(r)])
         begins, ends = [], []
-        for i in range(2):
-            total = s[i] * (in_hw[i] - 1) + out_pad[i] + (k[i] - 1) * d[i] + 1 - target[i]
+        for i in range(r):
+            total = s[i] * (in_sp[i] - 1) + out_pad[i] + (k[i] - 1) * d[i] + 1 - target[i]
             if total < 0:
                 out_pad[i] -= total
                 total = 0
-            if auto == "SAME_UPPER":
-                begins.append(total // 2)
-                ends.append(total - total // 2)
-            else:
-                begins.append(total - total // 2)
-                ends.append(total // 2)
-        pads = [begins[0], begins[1], ends[0], ends[1]]
+            begins.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+            ends.append(total - total // 2 if auto == "SAME_UPPER" else total // 2)
+        pads = begins + ends
     elif auto == "VALID":
-        pads = [0, 0, 0, 0]
+        pads = [0] * (2 * r)
     else:
-        pads = _ints(node.attrs.get("pads", [0, 0, 0, 0]))
-    attrs = {
-        "strides": s,
-        "pads": pads,
-        "dilations": d,
-        "group": int(node.attrs.get("group", 1)),
-        "output_padding": out_pad,
-    }
-    ins = [node.inputs[0], _f32(g, node.name + ".weight", w)]
+        pads = _ints(node.attrs.get("pads", [0] * (2 * r)))
+    if one_d:  # as 2-D of height 1
+        w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+        s, d, out_pad, pads = [1, s[0]], [1, d[0]], [0, out_pad[0]], [0, pads[0], 0, pads[1]]
+    attrs = {"strides": s, "pads": pads, "dilations": d, "group": int(node.attrs.get("group", 1)),
+             "output_padding": out_pad}
+    x = node.inputs[0]
+    nodes: list[Node] = []
+    axis2 = _ints_const(g, node.name + ".axis2", [2])
+    if one_d:
+        x2 = g.fresh(x + ".as2d")
+        nodes.append(spr("Unsqueeze", [x, axis2], x2, {}, node.name + ".to2d"))
+        x = x2
+    ins = [x, _f32(g, node.name + ".weight", w)]
     ins.append(_f32(g, node.name + ".bias", b.reshape(-1)) if b is not None else "")
-    return [spr("ConvTranspose", ins, node.outputs[0], attrs, node.name)]
+    if not one_d:
+        nodes.append(spr("ConvTranspose", ins, node.outputs[0], attrs, node.name))
+        return nodes
+    y2 = g.fresh(node.outputs[0] + ".2d")
+    nodes.append(spr("ConvTranspose", ins, y2, attrs, node.name))
+    nodes.append(spr("Squeeze", [y2, axis2], node.outputs[0], {}, node.name + ".to1d"))
+    return nodes
 
 
 @mapper("BatchNormalization")
@@ -215,19 +348,21 @@ def _batchnorm(g: Graph, node: Node) -> list[Node]:
     if int(node.attrs.get("spatial", 1)) != 1:
         raise Unsupported("spatial=0")
     _only_first_output(node, g, "running-statistics")
-    params = [
-        _const(g, node, i, what).reshape(-1)
-        for i, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var"))
-    ]
-    ins = [node.inputs[0]] + [
-        _f32(g, f"{node.name}.{n}", p) for n, p in zip(("scale", "bias", "mean", "var"), params)
-    ]
-    return [
-        spr("BatchNormalization", ins, node.outputs[0], {"epsilon": float(node.attrs.get("epsilon", 1e-5))}, node.name)
-    ]
+    params = [_const(g, node, i, what).reshape(-1) for i, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var"))]
+    ins = [node.inputs[0]] + [_f32(g, f"{node.name}.{n}", p) for n, p in zip(("scale", "bias", "mean", "var"), params)]
+    return [spr("BatchNormalization", ins, node.outputs[0], {"epsilon": float(node.attrs.get("epsilon", 1e-5))},
+                node.name)]
 
 
 # --------------------------------------------------------------------------- linear algebra
+
+
+def _scaled(g: Graph, node: Node, x: str, factor: float, tag: str, nodes: list[Node]) -> str:
+    if factor == 1.0:
+        return x
+    out = g.fresh(f"{x}.{tag}")
+    nodes.append(spr("Mul", [x, _f32(g, f"{node.name}.{tag}", [factor])], out, {}, f"{node.name}.{tag}"))
+    return out
 
 
 @mapper("Gemm")
@@ -237,21 +372,18 @@ def _gemm(g: Graph, node: Node) -> list[Node]:
     beta = float(node.attrs.get("beta", 1.0))
     trans_a = int(node.attrs.get("transA", 0))
     trans_b = int(node.attrs.get("transB", 0))
-    c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    c = _input(node, 2)
+    out = node.outputs[0]
     nodes: list[Node] = []
     if trans_a:
-        m_, k_ = g.shape(a, node)
         at = g.fresh(a + ".T")
-        g.shapes[at] = (k_, m_)
         nodes.append(spr("Transpose", [a], at, {"perm": [1, 0]}, node.name + ".transA"))
         a = at
-    rows, n_out = g.shape(node.outputs[0], node)
-    out = node.outputs[0]
     if bname in g.consts:
         bmat = g.consts[bname].astype(np.float32)
         w = (bmat if trans_b else bmat.T) * alpha  # Linear wants [N, K]
-        bias = ""
-        extra = ""  # a C that is not a per-column bias is added after the Linear
+        n_out = w.shape[0]
+        bias, extra = "", ""  # a C that is not a per-column bias is added after the Linear
         if c and c in g.consts:
             cv = g.consts[c].astype(np.float32) * beta
             if cv.size == 1 or (cv.size == n_out and cv.shape[-1] == n_out):
@@ -259,54 +391,24 @@ def _gemm(g: Graph, node: Node) -> list[Node]:
             else:
                 extra = _f32(g, node.name + ".C", cv)
         elif c:
-            extra = c
-            if beta != 1.0:
-                extra = g.fresh(c + ".beta")
-                g.shapes[extra] = g.shape(c, node)
-                nodes.append(
-                    spr(
-                        "Mul",
-                        [c, _f32(g, node.name + ".beta", np.array([beta]))],
-                        extra,
-                        {},
-                        node.name + ".beta",
-                    )
-                )
+            extra = _scaled(g, node, c, beta, "beta", nodes)
         lin_out = g.fresh(out + ".ab") if extra else out
-        g.shapes.setdefault(lin_out, (rows, n_out))
         nodes.append(spr("Linear", [a, _f32(g, node.name + ".weight", w), bias], lin_out, {}, node.name))
         if extra:
             nodes.append(spr("Add", [lin_out, extra], out, {}, node.name + ".addC"))
         return nodes
-    # both operands are activations: MatMul, then scale and add
     b_in = bname
     if trans_b:
-        k2, n2 = g.shape(bname, node)
-        bt = g.fresh(bname + ".T")
-        g.shapes[bt] = (n2, k2)
-        nodes.append(spr("Transpose", [bname], bt, {"perm": [1, 0]}, node.name + ".transB"))
-        b_in = bt
+        b_in = g.fresh(bname + ".T")
+        nodes.append(spr("Transpose", [bname], b_in, {"perm": [1, 0]}, node.name + ".transB"))
     cur = out if (alpha == 1.0 and not c) else g.fresh(out + ".ab")
-    g.shapes.setdefault(cur, (rows, n_out))
     nodes.append(spr("MatMul", [a, b_in], cur, {}, node.name))
     if alpha != 1.0:
         nxt = out if not c else g.fresh(out + ".alpha")
-        g.shapes.setdefault(nxt, (rows, n_out))
-        nodes.append(
-            spr("Mul", [cur, _f32(g, node.name + ".alpha", np.array([alpha]))], nxt, {}, node.name + ".alpha")
-        )
+        nodes.append(spr("Mul", [cur, _f32(g, node.name + ".alpha", [alpha])], nxt, {}, node.name + ".alpha"))
         cur = nxt
     if c:
-        if c in g.consts:
-            cin = _f32(g, node.name + ".C", g.consts[c].astype(np.float32) * beta)
-        elif beta != 1.0:
-            cin = g.fresh(c + ".beta")
-            g.shapes[cin] = g.shape(c, node)
-            nodes.append(
-                spr("Mul", [c, _f32(g, node.name + ".beta", np.array([beta]))], cin, {}, node.name + ".beta")
-            )
-        else:
-            cin = c
+        cin = _f32(g, node.name + ".C", g.consts[c] * beta) if c in g.consts else _scaled(g, node, c, beta, "beta", nodes)
         nodes.append(spr("Add", [cur, cin], out, {}, node.name + ".addC"))
     return nodes
 
@@ -314,152 +416,129 @@ def _gemm(g: Graph, node: Node) -> list[Node]:
 @mapper("MatMul")
 def _matmul(g: Graph, node: Node) -> list[Node]:
     a, b = node.inputs[0], node.inputs[1]
-    if a in g.consts:
+    if a in g.consts and b not in g.consts:
+        # C = A_const @ B  ->  C^T = B^T @ A^T: a Linear on the transposed activation when 2-D
         raise Unsupported("a constant first operand (only the second may be a constant)")
-    a_shape = g.shape(a, node)
     if b in g.consts:
         w = g.consts[b]
-        if w.ndim == 2 and len(a_shape) >= 2:
-            return [
-                spr("Linear", [a, _f32(g, node.name + ".weight", w.T), ""], node.outputs[0], {}, node.name)
-            ]
-        if w.ndim < 2 or len(a_shape) < 2:
-            raise Unsupported("1-D operands")
+        if w.ndim == 2:
+            return [spr("Linear", [a, _f32(g, node.name + ".weight", w.T), ""], node.outputs[0], {}, node.name)]
+        if w.ndim == 1:  # [.., K] @ [K] -> [..]
+            tmp = g.fresh(node.outputs[0] + ".col")
+            return [spr("Linear", [a, _f32(g, node.name + ".weight", w.reshape(1, -1)), ""], tmp, {}, node.name),
+                    spr("Squeeze", [tmp, _ints_const(g, node.name + ".axis", [-1])], node.outputs[0], {},
+                        node.name + ".squeeze")]
         return [spr("MatMul", [a, _f32(g, node.name + ".B", w)], node.outputs[0], {}, node.name)]
-    if len(a_shape) < 2 or len(g.shape(b, node)) < 2:
-        raise Unsupported("1-D operands")
-    return [spr("MatMul", [a, b], node.outputs[0], {}, node.name)]
+    return [spr("MatMul", [a, b], node.outputs[0], {}, node.name)]  # numpy.matmul semantics, any ranks
 
 
 # --------------------------------------------------------------------------- element-wise
 
 
-_UNARY = {"Relu": "Relu", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "HardSwish": "HardSwish"}
-
-
-@mapper(*_UNARY)
-def _unary(g: Graph, node: Node) -> list[Node]:
-    return [spr(_UNARY[node.op], [node.inputs[0]], node.outputs[0], {}, node.name)]
-
-
-@mapper("LeakyRelu")
-def _leaky(g: Graph, node: Node) -> list[Node]:
-    return [
-        spr(
-            "LeakyRelu",
-            [node.inputs[0]],
-            node.outputs[0],
-            {"alpha": float(node.attrs.get("alpha", 0.01))},
-            node.name,
-        )
-    ]
-
-
-@mapper("HardSigmoid")
-def _hard_sigmoid(g: Graph, node: Node) -> list[Node]:
-    attrs = {"alpha": float(node.attrs.get("alpha", 0.2)), "beta": float(node.attrs.get("beta", 0.5))}
-    return [spr("HardSigmoid", [node.inputs[0]], node.outputs[0], attrs, node.name)]
-
-
-@mapper("Gelu")
-def _gelu(g: Graph, node: Node) -> list[Node]:
-    approx = node.attrs.get("approximate", "none")
-    if approx not in ("none", "tanh"):
-        raise Unsupported(f"approximate={approx!r}")
-    return [spr("Gelu", [node.inputs[0]], node.outputs[0], {"approximate": approx}, node.name)]
-
-
 @mapper("Clip")
 def _clip(g: Graph, node: Node) -> list[Node]:
-    bounds = clip_bounds(g, node)
-    if bounds is None:
-        raise Unsupported("min/max must be constants")
-    lo, hi = bounds
     x, y = node.inputs[0], node.outputs[0]
-    if lo == 0.0 and hi == 6.0:
-        return [spr("Clip", [x], y, {"min": 0.0, "max": 6.0}, node.name)]
-    if lo == 0.0 and hi == math.inf:
+    bounds = clip_bounds(g, node)
+    if bounds is None:  # run-time bounds: Min(Max(x, lo), hi)
+        nodes, cur = [], x
+        lo, hi = _input(node, 1), _input(node, 2)
+        if lo:
+            nxt = g.fresh(y + ".lo") if hi else y
+            nodes.append(spr("Max", [cur, lo], nxt, {}, node.name + ".min"))
+            cur = nxt
+        if hi:
+            nodes.append(spr("Min", [cur, hi], y, {}, node.name + ".max"))
+        return nodes or _copy(g, node)
+    lo_v, hi_v = bounds
+    if dtype_of(g, x) in ("int32", "int64"):
+        nodes, cur = [], x
+        dtype = dtype_of(g, x)
+        if lo_v != -math.inf:
+            nxt = g.fresh(y + ".lo") if hi_v != math.inf else y
+            nodes.append(spr("Max", [cur, g.add_const(node.name + ".min", np.array([lo_v]).astype(dtype))], nxt, {},
+                             node.name + ".min"))
+            cur = nxt
+        if hi_v != math.inf:
+            nodes.append(spr("Min", [cur, g.add_const(node.name + ".max", np.array([hi_v]).astype(dtype))], y, {},
+                             node.name + ".max"))
+        return nodes or _copy(g, node)
+    if lo_v == 0.0 and hi_v == math.inf:
         return [spr("Relu", [x], y, {}, node.name)]
     attrs: dict[str, Any] = {}
-    if lo != -math.inf:
-        attrs["min"] = lo
-    if hi != math.inf:
-        attrs["max"] = hi
+    if lo_v != -math.inf:
+        attrs["min"] = lo_v
+    if hi_v != math.inf:
+        attrs["max"] = hi_v
     return [spr("Clip", [x], y, attrs, node.name)]
 
 
-def _binary_operand(g: Graph, name: str, node: Node, k: int) -> str:
-    if name in g.consts:
-        return _f32(g, f"{node.name}.{k}", g.consts[name])
-    return name
+def _binary_inputs(g: Graph, node: Node) -> list[str]:
+    ins = [i for i in node.inputs if i]
+    want = next((dtype_of(g, i) for i in ins if i not in g.consts), None)
+    if want is None:
+        want = "float32"
+    return [_as_dtype(g, i, want, f"{node.name}.{k}") for k, i in enumerate(ins)]
 
 
 @mapper("Add", "Sub", "Mul", "Div")
 def _binary(g: Graph, node: Node) -> list[Node]:
-    a, b = (_binary_operand(g, n, node, k) for k, n in enumerate(node.inputs[:2]))
-    return [spr(node.op, [a, b], node.outputs[0], {}, node.name)]
-
-
-@mapper("Sum")
-def _sum(g: Graph, node: Node) -> list[Node]:
-    ins = [_binary_operand(g, n, node, k) for k, n in enumerate(node.inputs) if n]
-    if len(ins) == 1:
-        return _copy(g, node)
-    nodes = []
-    cur = ins[0]
-    for k, nxt in enumerate(ins[1:]):
-        last = k == len(ins) - 2
-        out = node.outputs[0] if last else g.fresh(node.outputs[0] + f".sum{k}")
-        if not last:
-            g.shapes[out] = g.shape(node.outputs[0], node)
-        nodes.append(spr("Add", [cur, nxt], out, {}, f"{node.name}.{k}"))
-        cur = out
-    return nodes
-
-
-@mapper("Neg")
-def _neg(g: Graph, node: Node) -> list[Node]:
-    return [
-        spr(
-            "Mul",
-            [node.inputs[0], _f32(g, node.name + ".neg", np.array([-1.0]))],
-            node.outputs[0],
-            {},
-            node.name,
-        )
-    ]
-
-
-@mapper("Reciprocal")
-def _reciprocal(g: Graph, node: Node) -> list[Node]:
-    return [
-        spr(
-            "Div",
-            [_f32(g, node.name + ".one", np.array([1.0])), node.inputs[0]],
-            node.outputs[0],
-            {},
-            node.name,
-        )
-    ]
+    ins = _binary_inputs(g, node)
+    nodes: list[Node] = []
+    if int(node.attrs.get("broadcast", 0)) and "axis" in node.attrs and len(ins) == 2:
+        # opset < 7 legacy broadcast: B's dims line up with A's from `axis` on (numpy aligns
+        # them from the right), so B gets trailing ones
+        a_rank, b_rank = _rank(g, ins[0], node), _rank(g, ins[1], node)
+        axis = int(node.attrs["axis"])
+        axis = axis + a_rank if axis < 0 else axis
+        if not 0 <= axis <= a_rank - b_rank:
+            raise Unsupported(f"legacy broadcast axis {node.attrs['axis']} does not fit ranks {a_rank} and {b_rank}")
+        trailing = a_rank - axis - b_rank
+        if trailing:
+            b = g.fresh(node.name + ".bcast")
+            nodes.append(spr("Unsqueeze", [ins[1]], b, {"axes": list(range(b_rank, b_rank + trailing))},
+                             node.name + ".bcast"))
+            ins = [ins[0], b]
+    return nodes + [spr(node.op, ins, node.outputs[0], {}, node.name)]
 
 
 @mapper("Pow")
 def _pow(g: Graph, node: Node) -> list[Node]:
+    x = node.inputs[0]
     e = scalar(g, node.inputs[1]) if node.inputs[1] in g.consts else None
     if e == 2.0:
-        return [spr("Mul", [node.inputs[0], node.inputs[0]], node.outputs[0], {}, node.name)]
+        return [spr("Mul", [x, x], node.outputs[0], {}, node.name)]
     if e == 1.0:
         return _copy(g, node)
-    raise Unsupported("only the exponents 1 and 2 (other powers are not in the op set)")
+    if e == 0.5:
+        return [spr("Sqrt", [x], node.outputs[0], {}, node.name)]
+    if dtype_of(g, x) != "float32":
+        raise Unsupported("Pow of integers")
+    return [spr("Pow", [x, _as_dtype(g, node.inputs[1], "float32", node.name + ".e")], node.outputs[0], {}, node.name)]
 
 
-# --------------------------------------------------------------------------- shape ops
+@mapper("Sum", "Max", "Min", "Mean")
+def _variadic(g: Graph, node: Node) -> list[Node]:
+    ins = _binary_inputs(g, node)
+    if not ins:
+        raise Unsupported("no inputs")
+    op = {"Sum": "Add", "Mean": "Add", "Max": "Max", "Min": "Min"}[node.op]
+    if len(ins) == 1:
+        return _copy(g, node)
+    nodes = []
+    cur = ins[0]
+    last_out = node.outputs[0] if node.op != "Mean" else g.fresh(node.outputs[0] + ".sum")
+    for k, nxt in enumerate(ins[1:]):
+        last = k == len(ins) - 2
+        out = last_out if last else g.fresh(node.outputs[0] + f".{k}")
+        nodes.append(spr(op, [cur, nxt], out, {}, f"{node.name}.{k}"))
+        cur = out
+    if node.op == "Mean":
+        nodes.append(spr("Mul", [cur, _f32(g, node.name + ".scale", [1.0 / len(ins)])], node.outputs[0], {},
+                         node.name + ".mean"))
+    return nodes
 
 
-def _copy(g: Graph, node: Node) -> list[Node]:
-    """An identity that must stay (its output is a graph output): a Reshape to the same shape."""
-    shape = g.shape(node.inputs[0], node)
-    return [spr("Reshape", [node.inputs[0]], node.outputs[0], {"shape": list(shape)}, node.name)]
+# --------------------------------------------------------------------------- shape and data movement
 
 
 @mapper("Identity", "Dropout")
@@ -468,200 +547,125 @@ def _identity(g: Graph, node: Node) -> list[Node]:
     return _copy(g, node)
 
 
-@mapper("Cast")
+_CAST_TO = {"float32": 1, "int32": 6, "int64": 7, "bool": 9}
+
+
+@mapper("Cast", "CastLike")
 def _cast(g: Graph, node: Node) -> list[Node]:
-    if int(node.attrs.get("to", 0)) != 1:
-        raise Unsupported("casts of activations to non-float32 types (the runtime computes in float32)")
-    return _copy(g, node)
-
-
-def _reshape_to_output(g: Graph, node: Node) -> list[Node]:
-    out_shape = g.shape(node.outputs[0], node)
-    return [spr("Reshape", [node.inputs[0]], node.outputs[0], {"shape": list(out_shape)}, node.name)]
+    if node.op == "CastLike":
+        target = dtype_of(g, node.inputs[1])
+    else:
+        target = runtime_dtype(int(node.attrs.get("to", 0)))
+    if target is None:
+        raise Unsupported("casts to types the runtime has no dtype for (strings, complex)")
+    if dtype_of(g, node.inputs[0]) == target:
+        return _copy(g, node)
+    return [spr("Cast", [node.inputs[0]], node.outputs[0], {"to": _CAST_TO[target]}, node.name)]
 
 
 @mapper("Reshape")
 def _reshape(g: Graph, node: Node) -> list[Node]:
-    if node.outputs[0] in g.shapes:
-        return _reshape_to_output(g, node)
-    shape = _const(g, node, 1, "the target shape").reshape(-1)
-    if int(node.attrs.get("allowzero", 0)) and 0 in shape:
-        raise Unsupported("allowzero=1 with a 0 in the target shape (empty tensors)")
-    return [spr("Reshape", [node.inputs[0]], node.outputs[0], {"shape": _ints(shape)}, node.name)]
+    attrs = {"allowzero": int(node.attrs["allowzero"])} if int(node.attrs.get("allowzero", 0)) else {}
+    return [spr("Reshape", [node.inputs[0], node.inputs[1]], node.outputs[0], attrs, node.name)]
 
 
 @mapper("Squeeze", "Unsqueeze")
 def _squeeze(g: Graph, node: Node) -> list[Node]:
-    in_shape = list(g.shape(node.inputs[0], node))
-    if node.outputs[0] in g.shapes:
-        return _reshape_to_output(g, node)
-    if "axes" in node.attrs:
-        axes = _ints(node.attrs["axes"])
-    elif len(node.inputs) > 1 and node.inputs[1]:
-        axes = _ints(_const(g, node, 1, "axes").reshape(-1))
-    else:
-        axes = [i for i, d in enumerate(in_shape) if d == 1] if node.op == "Squeeze" else []
-    if node.op == "Squeeze":
-        rank = len(in_shape)
-        drop = {a % rank for a in axes}
-        out = [d for i, d in enumerate(in_shape) if i not in drop]
-    else:
-        rank = len(in_shape) + len(axes)
-        out = list(in_shape)
-        for a in sorted(a % rank for a in axes):
-            out.insert(a, 1)
-    return [spr("Reshape", [node.inputs[0]], node.outputs[0], {"shape": out}, node.name)]
-
-
-@mapper("Flatten")
-def _flatten(g: Graph, node: Node) -> list[Node]:
-    return [
-        spr("Flatten", [node.inputs[0]], node.outputs[0], {"axis": int(node.attrs.get("axis", 1))}, node.name)
-    ]
+    if "axes" in node.attrs:  # opset < 13
+        return [spr(node.op, [node.inputs[0]], node.outputs[0], {"axes": _ints(node.attrs["axes"])}, node.name)]
+    ins = [node.inputs[0]] + ([node.inputs[1]] if _input(node, 1) else [])
+    return [spr(node.op, ins, node.outputs[0], {}, node.name)]
 
 
 @mapper("Transpose")
 def _transpose(g: Graph, node: Node) -> list[Node]:
-    rank = len(g.shape(node.inputs[0], node))
-    perm = _ints(node.attrs.get("perm", list(reversed(range(rank)))))
+    if "perm" in node.attrs:
+        perm = _ints(node.attrs["perm"])
+    else:
+        perm = list(reversed(range(_rank(g, node.inputs[0], node))))
     return [spr("Transpose", [node.inputs[0]], node.outputs[0], {"perm": perm}, node.name)]
-
-
-@mapper("Concat")
-def _concat(g: Graph, node: Node) -> list[Node]:
-    rank = len(g.shape(node.outputs[0], node))
-    ins = [_binary_operand(g, n, node, k) for k, n in enumerate(node.inputs) if n]
-    if len(ins) == 1:
-        return _copy(g, node)
-    return [
-        spr("Concat", ins, node.outputs[0], {"axis": _axis(int(node.attrs["axis"]), rank, node)}, node.name)
-    ]
-
-
-def _split_sizes(g: Graph, node: Node, dim: int) -> list[int]:
-    n_out = len(node.outputs)
-    if "split" in node.attrs:
-        return _ints(node.attrs["split"])
-    if len(node.inputs) > 1 and node.inputs[1]:
-        return _ints(_const(g, node, 1, "split").reshape(-1))
-    if "num_outputs" in node.attrs:
-        n = int(node.attrs["num_outputs"])
-        chunk = -(-dim // n)
-        sizes = [chunk] * (n - 1)
-        sizes.append(dim - chunk * (n - 1))
-        return sizes
-    if dim % n_out:
-        raise Unsupported(f"dim {dim} does not split evenly into {n_out} outputs")
-    return [dim // n_out] * n_out
 
 
 @mapper("Split")
 def _split(g: Graph, node: Node) -> list[Node]:
-    shape = g.shape(node.inputs[0], node)
-    axis = _axis(int(node.attrs.get("axis", 0)), len(shape), node)
-    sizes = _split_sizes(g, node, shape[axis])
-    if sum(sizes) != shape[axis] or any(s < 1 for s in sizes):
-        raise Unsupported(f"split sizes {sizes} for a dim of {shape[axis]}")
-    outs = [o or g.fresh(node.name + ".unused") for o in node.outputs]
-    return [spr("Split", [node.inputs[0]], outs, {"axis": axis, "split": sizes}, node.name)]
-
-
-def _slice_axis(
-    g: Graph, node: Node, x: str, axis: int, start: int, end: int, out: str, tag: str
-) -> list[Node]:
-    """x[..., start:end, ...] along ``axis`` as one Split whose middle output is kept."""
-    shape = list(g.shape(x, node))
-    dim = shape[axis]
-    sizes = [start, end - start, dim - end]
-    outs = []
-    split_sizes = []
-    for k, s in enumerate(sizes):
-        if s == 0:
-            continue
-        outs.append(out if k == 1 else g.fresh(f"{node.name}.{tag}.drop{k}"))
-        split_sizes.append(s)
-    if len(split_sizes) == 1:
-        return [spr("Reshape", [x], out, {"shape": shape}, f"{node.name}.{tag}")]
-    return [spr("Split", [x], outs, {"axis": axis, "split": split_sizes}, f"{node.name}.{tag}")]
+    axis = int(node.attrs.get("axis", 0))
+    outs = [o or g.fresh(f"{node.name}.unused{k}") for k, o in enumerate(node.outputs)]  # every part is an output
+    attrs: dict[str, Any] = {"axis": axis}
+    if "split" in node.attrs:
+        attrs["split"] = _ints(node.attrs["split"])
+    elif _input(node, 1):
+        attrs["split"] = _ints(_const(g, node, 1, "split").reshape(-1))
+    elif "num_outputs" in node.attrs:
+        n = int(node.attrs["num_outputs"])
+        shape = g.shapes.get(node.inputs[0])
+        dim = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else -1
+        if dim >= 0:
+            chunk = -(-dim // n)
+            attrs["split"] = [chunk] * (n - 1) + [dim - chunk * (n - 1)]
+        # else: equal parts, which the runtime checks
+    return [spr("Split", [node.inputs[0]], outs, attrs, node.name)]
 
 
 @mapper("Slice")
 def _slice(g: Graph, node: Node) -> list[Node]:
-    shape = list(g.shape(node.inputs[0], node))
-    rank = len(shape)
-    if "starts" in node.attrs:  # opset < 10
-        starts, ends = _ints(node.attrs["starts"]), _ints(node.attrs["ends"])
-        axes = _ints(node.attrs.get("axes", range(len(starts))))
-        steps = [1] * len(starts)
+    if "starts" in node.attrs:  # opset < 10: attributes
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes = node.attrs.get("axes", list(range(len(starts))))
+        ins = [node.inputs[0], _ints_const(g, node.name + ".starts", starts), _ints_const(g, node.name + ".ends", ends),
+               _ints_const(g, node.name + ".axes", axes)]
+        return [spr("Slice", ins, node.outputs[0], {}, node.name)]
+    return [spr("Slice", list(node.inputs), node.outputs[0], {}, node.name)]
+
+
+@mapper("Pad")
+def _pad(g: Graph, node: Node) -> list[Node]:
+    mode = node.attrs.get("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise Unsupported(f"mode {mode!r}")
+    if "pads" in node.attrs:  # opset < 11
+        ins = [node.inputs[0], _ints_const(g, node.name + ".pads", node.attrs["pads"])]
+        value = float(node.attrs.get("value", 0.0))
+        if value != 0.0:
+            ins.append(g.add_const(node.name + ".value", np.array([value]).astype(dtype_of(g, node.inputs[0]) or "float32")))
+        return [spr("Pad", ins, node.outputs[0], {"mode": mode}, node.name)]
+    ins = list(node.inputs)
+    if len(ins) > 2 and ins[2]:
+        ins[2] = _as_dtype(g, ins[2], dtype_of(g, node.inputs[0]), node.name + ".value")
+    return [spr("Pad", ins, node.outputs[0], {"mode": mode}, node.name)]
+
+
+@mapper("ConstantOfShape")
+def _constant_of_shape(g: Graph, node: Node) -> list[Node]:
+    value = node.attrs.get("value")
+    v, dtype = 0.0, "float32"
+    if value is not None:
+        arr = np.asarray(value).reshape(-1)
+        dtype = runtime_dtype({"f": 1, "i": 7, "u": 7, "b": 9}.get(arr.dtype.kind, 1)) or "float32"
+        if arr.dtype == np.int32 or arr.dtype in (np.int8, np.int16, np.uint8, np.uint16):
+            dtype = "int32"
+        v = float(arr[0]) if arr.size else 0.0
+    return [spr("ConstantOfShape", [node.inputs[0]], node.outputs[0], {"value": v, "to": _CAST_TO[dtype]}, node.name)]
+
+
+@mapper("DepthToSpace", "SpaceToDepth")
+def _depth_space(g: Graph, node: Node) -> list[Node]:
+    n, c, h, w = _static_shape(g, node.inputs[0], node, node.op)
+    b = int(node.attrs["blocksize"])
+    x, y = node.inputs[0], node.outputs[0]
+    t1, t2 = g.fresh(y + ".split"), g.fresh(y + ".perm")
+    if node.op == "DepthToSpace":
+        if node.attrs.get("mode", "DCR") == "DCR":
+            shape1, perm = [n, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2]
+        else:
+            shape1, perm = [n, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3]
+        shape2 = [n, c // (b * b), h * b, w * b]
     else:
-        starts = _ints(_const(g, node, 1, "starts").reshape(-1))
-        ends = _ints(_const(g, node, 2, "ends").reshape(-1))
-        ax = _opt_const(g, node, 3, "axes")
-        axes = _ints(ax.reshape(-1)) if ax is not None else list(range(len(starts)))
-        st = _opt_const(g, node, 4, "steps")
-        steps = _ints(st.reshape(-1)) if st is not None else [1] * len(starts)
-    ranges = []
-    for s, e, a, step in zip(starts, ends, axes, steps):
-        a = _axis(a, rank, node)
-        if step != 1:
-            raise Unsupported(f"step {step} (only step 1 slices are supported)")
-        dim = shape[a]
-        s = s + dim if s < 0 else s
-        e = e + dim if e < 0 else e
-        s, e = min(max(s, 0), dim), min(max(e, 0), dim)
-        if e <= s:
-            raise Unsupported("an empty slice")
-        if (s, e) != (0, dim):
-            ranges.append((a, s, e))
-    if not ranges:
-        return _copy(g, node)
-    nodes: list[Node] = []
-    cur = node.inputs[0]
-    for k, (a, s, e) in enumerate(ranges):
-        last = k == len(ranges) - 1
-        out = node.outputs[0] if last else g.fresh(f"{node.outputs[0]}.slice{k}")
-        if not last:
-            shp = list(g.shape(cur, node))
-            shp[a] = e - s
-            g.shapes[out] = tuple(shp)
-        nodes += _slice_axis(g, node, cur, a, s, e, out, f"slice{k}")
-        cur = out
-    return nodes
-
-
-@mapper("Gather")
-def _gather(g: Graph, node: Node) -> list[Node]:
-    if node.inputs[0] in g.consts:
-        raise Unsupported("lookups in a constant table with run-time indices (embeddings)")
-    idx = _const(g, node, 1, "the indices")
-    shape = list(g.shape(node.inputs[0], node))
-    axis = _axis(int(node.attrs.get("axis", 0)), len(shape), node)
-    flat = [int(i) % shape[axis] for i in idx.reshape(-1)]
-    if not flat or flat != list(range(flat[0], flat[0] + len(flat))) or idx.ndim > 1:
-        raise Unsupported("indices that are not one index or a run of consecutive indices")
-    if idx.ndim == 1:
-        return _slice_axis(
-            g, node, node.inputs[0], axis, flat[0], flat[0] + len(flat), node.outputs[0], "gather"
-        )
-    tmp = g.fresh(node.outputs[0] + ".keepdim")
-    shp = list(shape)
-    shp[axis] = 1
-    g.shapes[tmp] = tuple(shp)
-    nodes = _slice_axis(g, node, node.inputs[0], axis, flat[0], flat[0] + 1, tmp, "gather")
-    out_shape = shape[:axis] + shape[axis + 1 :]
-    nodes.append(spr("Reshape", [tmp], node.outputs[0], {"shape": out_shape}, node.name + ".squeeze"))
-    return nodes
-
-
-@mapper("Expand")
-def _expand(g: Graph, node: Node) -> list[Node]:
-    in_shape = g.shape(node.inputs[0], node)
-    out_shape = g.shape(node.outputs[0], node)
-    if tuple(in_shape) == tuple(out_shape):
-        return _copy(g, node)
-    # broadcasting against zeros of the target shape is an Expand
-    zeros = _f32(g, node.name + ".zeros", np.zeros(out_shape, dtype=np.float32))
-    return [spr("Add", [node.inputs[0], zeros], node.outputs[0], {}, node.name)]
+        shape1, perm, shape2 = [n, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4], [n, c * b * b, h // b, w // b]
+    return [
+        spr("Reshape", [x, _ints_const(g, node.name + ".s1", shape1)], t1, {}, node.name + ".split"),
+        spr("Transpose", [t1], t2, {"perm": perm}, node.name + ".perm"),
+        spr("Reshape", [t2, _ints_const(g, node.name + ".s2", shape2)], y, {}, node.name),
+    ]
 
 
 # --------------------------------------------------------------------------- pooling, resize
@@ -669,40 +673,29 @@ def _expand(g: Graph, node: Node) -> list[Node]:
 
 def _pool_common(g: Graph, node: Node) -> dict[str, Any]:
     k = _ints(node.attrs["kernel_shape"])
-    if len(k) != 2:
-        raise Unsupported(f"{len(k)}-D pooling (only 2-D is supported)")
-    s = _ints(node.attrs.get("strides", [1, 1]))
-    d = _ints(node.attrs.get("dilations", [1, 1]))
-    pads = _window_pads(g, node, k, s, d)
-    return {
-        "kernel_shape": k,
-        "strides": s,
-        "pads": pads,
-        "ceil_mode": int(node.attrs.get("ceil_mode", 0)),
-        "_dilations": d,
-    }
+    if not 1 <= len(k) <= 3:
+        raise Unsupported(f"{len(k)}-D pooling (1-D to 3-D are supported)")
+    s = _ints(node.attrs.get("strides", [1] * len(k)))
+    d = _ints(node.attrs.get("dilations", [1] * len(k)))
+    return {"kernel_shape": k, "strides": s, "pads": _window_pads(g, node, k, s, d),
+            "ceil_mode": int(node.attrs.get("ceil_mode", 0)), "dilations": d}
 
 
 @mapper("MaxPool")
 def _maxpool(g: Graph, node: Node) -> list[Node]:
     _only_first_output(node, g, "Indices")
-    attrs = _pool_common(g, node)
-    attrs["dilations"] = attrs.pop("_dilations")
-    return [spr("MaxPool", [node.inputs[0]], node.outputs[0], attrs, node.name)]
+    if int(node.attrs.get("storage_order", 0)):
+        raise Unsupported("storage_order=1")
+    return [spr("MaxPool", [node.inputs[0]], node.outputs[0], _pool_common(g, node), node.name)]
 
 
 @mapper("AveragePool")
 def _avgpool(g: Graph, node: Node) -> list[Node]:
     attrs = _pool_common(g, node)
-    if attrs.pop("_dilations") != [1, 1]:
+    if any(v != 1 for v in attrs.pop("dilations")):
         raise Unsupported("dilations other than 1")
     attrs["count_include_pad"] = int(node.attrs.get("count_include_pad", 0))
     return [spr("AveragePool", [node.inputs[0]], node.outputs[0], attrs, node.name)]
-
-
-@mapper("GlobalAveragePool")
-def _gap(g: Graph, node: Node) -> list[Node]:
-    return [spr("GlobalAveragePool", [node.inputs[0]], node.outputs[0], {}, node.name)]
 
 
 _COORD_MODES = {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"}
@@ -711,128 +704,132 @@ _NEAREST_MODES = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"}
 
 @mapper("Resize", "Upsample")
 def _resize(g: Graph, node: Node) -> list[Node]:
-    x_shape = g.shape(node.inputs[0], node)
-    if len(x_shape) != 4:
-        raise Unsupported(f"rank-{len(x_shape)} input (only NCHW images are resized)")
+    rank = _rank(g, node.inputs[0], node)
+    if rank < 3:
+        raise Unsupported(f"rank-{rank} input (the last two dims of [N, C, H, W] are resized)")
     mode = node.attrs.get("mode", "nearest")
-    if mode in ("bilinear",):
+    if mode == "bilinear":
         mode = "linear"
     if mode not in ("nearest", "linear"):
         raise Unsupported(f"mode {mode!r} (nearest and linear are supported)")
     legacy = node.op == "Upsample" or g.opset < 11  # Upsample and Resize-10: asymmetric mapping, scales only
     if legacy:
-        coord = "asymmetric"
-        nearest = "floor"  # Upsample/Resize-10 nearest takes floor(x / scale)
-        if "scales" in node.attrs:
-            scales: np.ndarray | None = np.asarray(node.attrs["scales"], dtype=np.float64)
-        else:
-            scales = _const(g, node, 1, "scales").astype(np.float64).reshape(-1)
-        sizes = None
-    else:
-        coord = node.attrs.get("coordinate_transformation_mode", "half_pixel")
-        nearest = node.attrs.get("nearest_mode", "round_prefer_floor")
-        if coord == "tf_half_pixel_for_nn":
-            raise Unsupported("coordinate_transformation_mode 'tf_half_pixel_for_nn'")
-        if coord not in _COORD_MODES:
-            raise Unsupported(f"coordinate_transformation_mode {coord!r}")
-        if nearest not in _NEAREST_MODES:
-            raise Unsupported(f"nearest_mode {nearest!r}")
-        if int(node.attrs.get("antialias", 0)):
-            raise Unsupported("antialias=1")
-        if int(node.attrs.get("exclude_outside", 0)):
-            raise Unsupported("exclude_outside=1")
-        if node.attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
-            raise Unsupported("keep_aspect_ratio_policy other than 'stretch'")
-        scales = _opt_const(g, node, 2, "scales")
-        sizes = _opt_const(g, node, 3, "sizes")
-        if scales is not None and scales.size == 0:
-            scales = None
-        if sizes is not None and sizes.size == 0:
-            sizes = None
-        axes = node.attrs.get("axes")
-        if axes is not None:
-            axes = [int(a) % 4 for a in axes]
-            full = np.ones(4) if sizes is None else np.array(x_shape, dtype=np.float64)
-            vals = scales if scales is not None else sizes
-            assert vals is not None
-            for a, v in zip(axes, vals.reshape(-1)):
-                full[a] = v
-            if scales is not None:
-                scales = full
-            else:
-                sizes = full.astype(np.int64)
-    attrs: dict[str, Any] = {"mode": mode, "coordinate_transformation_mode": coord, "nearest_mode": nearest}
-    if scales is not None:
-        scales = scales.astype(np.float64).reshape(-1)
-        if scales.size != 4 or scales[0] != 1 or scales[1] != 1:
-            raise Unsupported(f"scales {scales.tolist()} (only the last two dims may be resized)")
-        attrs["scales"] = [float(scales[2]), float(scales[3])]
-    elif sizes is not None:
-        sizes = sizes.reshape(-1)
-        if sizes.size != 4 or sizes[0] != x_shape[0] or sizes[1] != x_shape[1]:
-            raise Unsupported(f"sizes {sizes.tolist()} (only the last two dims may be resized)")
-        attrs["sizes"] = [int(sizes[2]), int(sizes[3])]
-    else:
+        attrs: dict[str, Any] = {"mode": mode, "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+        scales = (np.asarray(node.attrs["scales"], dtype=np.float32) if "scales" in node.attrs
+                  else None if _input(node, 1) not in g.consts else g.consts[_input(node, 1)])
+        if scales is None:
+            return [spr("Resize", [node.inputs[0], "", _input(node, 1)], node.outputs[0], attrs, node.name)]
+        return [spr("Resize", [node.inputs[0], "", _f32(g, node.name + ".scales", scales)], node.outputs[0], attrs,
+                    node.name)]
+    coord = node.attrs.get("coordinate_transformation_mode", "half_pixel")
+    nearest = node.attrs.get("nearest_mode", "round_prefer_floor")
+    if coord not in _COORD_MODES:
+        raise Unsupported(f"coordinate_transformation_mode {coord!r}")
+    if nearest not in _NEAREST_MODES:
+        raise Unsupported(f"nearest_mode {nearest!r}")
+    for attr, ok in (("antialias", 0), ("exclude_outside", 0)):
+        if int(node.attrs.get(attr, ok)) != ok:
+            raise Unsupported(f"{attr}={node.attrs[attr]}")
+    if node.attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise Unsupported("keep_aspect_ratio_policy other than 'stretch'")
+    attrs = {"mode": mode, "coordinate_transformation_mode": coord, "nearest_mode": nearest}
+    scales, sizes = _input(node, 2), _input(node, 3)
+    if scales in g.consts and g.consts[scales].size == 0:
+        scales = ""
+    if sizes in g.consts and g.consts[sizes].size == 0:
+        sizes = ""
+    axes = node.attrs.get("axes")
+    if axes is not None:
+        # scales / sizes for some axes only: expand to every dim (needs constants)
+        axes = [int(a) % rank for a in axes]
+        if scales:
+            full = np.ones(rank, dtype=np.float32)
+            full[axes] = _const(g, node, 2, "scales").reshape(-1)
+            scales = _f32(g, node.name + ".scales", full)
+        elif sizes:
+            shape = _static_shape(g, node.inputs[0], node, "Resize with axes")
+            full_i = np.array(shape, dtype=np.int64)
+            full_i[axes] = _const(g, node, 3, "sizes").reshape(-1)
+            sizes = _ints_const(g, node.name + ".sizes", full_i)
+    if not scales and not sizes:
         raise Unsupported("neither scales nor sizes is given")
-    return [spr("Resize", [node.inputs[0]], node.outputs[0], attrs, node.name)]
+    if scales:
+        return [spr("Resize", [node.inputs[0], "", _as_dtype(g, scales, "float32", node.name + ".scales")],
+                    node.outputs[0], attrs, node.name)]
+    return [spr("Resize", [node.inputs[0], "", "", sizes], node.outputs[0], attrs, node.name)]
 
 
 # --------------------------------------------------------------------------- normalisation, reduction
 
 
-@mapper("Softmax")
+@mapper("Softmax", "LogSoftmax")
 def _softmax(g: Graph, node: Node) -> list[Node]:
-    shape = g.shape(node.inputs[0], node)
-    rank = len(shape)
     if g.opset >= 13:
-        axis = _axis(int(node.attrs.get("axis", -1)), rank, node)
-        return [spr("Softmax", [node.inputs[0]], node.outputs[0], {"axis": axis - rank}, node.name)]
+        return [spr(node.op, [node.inputs[0]], node.outputs[0], {"axis": int(node.attrs.get("axis", -1))}, node.name)]
     # opset < 13: the input is coerced to 2-D [prod(d < axis), prod(d >= axis)]
-    axis = _axis(int(node.attrs.get("axis", 1)), rank, node) if rank else 0
+    rank = _rank(g, node.inputs[0], node)
+    axis = int(node.attrs.get("axis", 1)) % max(rank, 1)
     if axis == rank - 1:
-        return [spr("Softmax", [node.inputs[0]], node.outputs[0], {"axis": -1}, node.name)]
-    rows = int(np.prod(shape[:axis]))
-    cols = int(np.prod(shape[axis:]))
-    flat = g.fresh(node.outputs[0] + ".2d")
-    soft = g.fresh(node.outputs[0] + ".soft2d")
-    g.shapes[flat] = g.shapes[soft] = (rows, cols)
+        return [spr(node.op, [node.inputs[0]], node.outputs[0], {"axis": -1}, node.name)]
+    x, y = node.inputs[0], node.outputs[0]
+    flat, soft, shape = g.fresh(y + ".2d"), g.fresh(y + ".soft2d"), g.fresh(y + ".shape")
     return [
-        spr("Reshape", [node.inputs[0]], flat, {"shape": [rows, cols]}, node.name + ".to2d"),
-        spr("Softmax", [flat], soft, {"axis": -1}, node.name),
-        spr("Reshape", [soft], node.outputs[0], {"shape": list(shape)}, node.name + ".back"),
+        spr("Flatten", [x], flat, {"axis": axis}, node.name + ".to2d"),
+        spr(node.op, [flat], soft, {"axis": -1}, node.name),
+        spr("Shape", [x], shape, {}, node.name + ".shape"),
+        spr("Reshape", [soft, shape], y, {}, node.name + ".back"),
     ]
 
 
-@mapper("ReduceMean")
-def _reduce_mean(g: Graph, node: Node) -> list[Node]:
-    rank = len(g.shape(node.inputs[0], node))
-    try:
-        axes = reduce_axes(g, node)
-    except ValueError as e:
-        raise Unsupported(str(e)) from None
-    if not axes:
-        if int(node.attrs.get("noop_with_empty_axes", 0)):
-            return _copy(g, node)
-        axes = list(range(rank))
-    axes = sorted({_axis(a, rank, node) for a in axes})
-    keep = int(node.attrs.get("keepdims", 1))
-    return [spr("ReduceMean", [node.inputs[0]], node.outputs[0], {"axes": axes, "keepdims": keep}, node.name)]
+_REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+           "ReduceSumSquare", "ReduceLogSumExp")
+
+
+@mapper(*_REDUCE)
+def _reduce(g: Graph, node: Node) -> list[Node]:
+    attrs: dict[str, Any] = {"keepdims": int(node.attrs.get("keepdims", 1)),
+                             "noop_with_empty_axes": int(node.attrs.get("noop_with_empty_axes", 0))}
+    ins = [node.inputs[0]]
+    if "axes" in node.attrs:
+        attrs["axes"] = _ints(node.attrs["axes"])
+    elif _input(node, 1):
+        if node.inputs[1] in g.consts:
+            attrs["axes"] = _ints(g.consts[node.inputs[1]].reshape(-1))
+        else:
+            ins.append(node.inputs[1])
+    return [spr(node.op, ins, node.outputs[0], attrs, node.name)]
 
 
 @mapper("LayerNormalization")
 def _layer_norm(g: Graph, node: Node) -> list[Node]:
     _only_first_output(node, g, "Mean/InvStdDev")
-    shape = g.shape(node.inputs[0], node)
-    rank = len(shape)
-    axis = _axis(int(node.attrs.get("axis", -1)), rank, node)
-    norm_shape = tuple(shape[axis:])
-    gamma = np.broadcast_to(_const(g, node, 1, "Scale").astype(np.float32), norm_shape)
-    ins = [node.inputs[0], _f32(g, node.name + ".gamma", gamma)]
+    rank = _rank(g, node.inputs[0], node)
+    axis = int(node.attrs.get("axis", -1)) % rank
+    shape = g.shapes.get(node.inputs[0])
+    gamma = _const(g, node, 1, "Scale").astype(np.float32)
     beta = _opt_const(g, node, 2, "B")
-    ins.append(
-        _f32(g, node.name + ".beta", np.broadcast_to(beta.astype(np.float32), norm_shape))
-        if beta is not None
-        else ""
-    )
+    norm_shape = tuple(shape[axis:]) if shape is not None and all(d >= 0 for d in shape[axis:]) else gamma.shape
+    ins = [node.inputs[0], _f32(g, node.name + ".gamma", np.broadcast_to(gamma, norm_shape))]
+    ins.append(_f32(g, node.name + ".beta", np.broadcast_to(beta.astype(np.float32), norm_shape)) if beta is not None else "")
     attrs = {"axis": axis - rank, "epsilon": float(node.attrs.get("epsilon", 1e-5))}
     return [spr("LayerNormalization", ins, node.outputs[0], attrs, node.name)]
+
+
+# --------------------------------------------------------------------------- recurrent
+
+
+@mapper("LSTM", "GRU")
+def _rnn(g: Graph, node: Node) -> list[Node]:
+    for i, what in ((1, "W"), (2, "R")):
+        _const(g, node, i, what)
+    if node.op == "LSTM" and _input(node, 7):
+        p = g.consts.get(node.inputs[7])
+        if p is None or np.any(p):
+            raise Unsupported("peephole weights (P)")
+    keep = ("direction", "hidden_size", "layout", "clip", "activations", "linear_before_reset", "input_forget")
+    attrs = {k: v for k, v in node.attrs.items() if k in keep}
+    if "activation_alpha" in node.attrs or "activation_beta" in node.attrs:
+        raise Unsupported("activation_alpha / activation_beta")
+    ins = [node.inputs[0]] + [_as_dtype(g, i, "float32", f"{node.name}.{k}") if i in g.consts and k != 4 else i
+                              for k, i in enumerate(node.inputs[1:], 1)]
+    return [spr(node.op, ins, _outputs(g, node), attrs, node.name)]

@@ -384,21 +384,22 @@ def _fuse_layernorm(g: Graph) -> None:
 
 
 def _affine_param(g: Graph, name: str, x_shape: tuple[int, ...], axis: int) -> np.ndarray | None:
-    """A constant that broadcasts over ``x_shape`` and varies only over dims ``axis..``, as that shape."""
+    """A constant that broadcasts over ``x_shape`` (dims -1 = any size) and varies only over the
+    normalized dims ``axis..`` (which must be static), as an array of those dims."""
     arr = g.consts.get(name)
-    if arr is None or arr.dtype.kind != "f":
+    if arr is None or arr.dtype.kind != "f" or arr.ndim > len(x_shape):
         return None
-    try:
-        full = np.broadcast_to(arr, x_shape)
-    except ValueError:
+    rank = len(x_shape)
+    lead = rank + axis
+    norm = x_shape[lead:]
+    if any(d < 0 for d in norm):
         return None
-    if np.broadcast_shapes(arr.shape, x_shape) != tuple(x_shape):
+    shape = (1,) * (rank - arr.ndim) + tuple(arr.shape)
+    if any(d != 1 for d in shape[:lead]):
         return None
-    lead = len(x_shape) + axis
-    part = full[(0,) * lead]
-    if not np.array_equal(np.broadcast_to(part, x_shape), full):
+    if any(p != 1 and p != n for p, n in zip(shape[lead:], norm)):
         return None
-    return np.ascontiguousarray(part, dtype=np.float32)
+    return np.ascontiguousarray(np.broadcast_to(arr.reshape(shape[lead:]), norm), dtype=np.float32)
 
 
 def _absorb_layernorm_affine(g: Graph) -> None:
