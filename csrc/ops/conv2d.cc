@@ -156,6 +156,9 @@ class Conv2dOp final : public Op {
     if (kernel_choice_ != KernelChoice::kAuto) want_sparse = want_dense = true;
     // tune keeps both, but never densifies more than kTuneMaxDenseElements
     if (tune_ && w.elements <= kTuneMaxDenseElements) want_sparse = want_dense = true;
+    if (tune_ && w.elements > kTuneMaxDenseElements && !want_dense)
+      ctx.config().note("weight '" + w.name + "': not tuned (a dense copy of " + std::to_string(w.elements) +
+                        " floats is over the tuning limit); the cost model picks its kernel");
     if (kernel_choice_ == KernelChoice::kDense && w.elements > kTuneMaxDenseElements && !want_dense)
       want_dense = true;  // asked for explicitly
     if (want_sparse) weights_.ensure_csr();

@@ -116,7 +116,11 @@ bool LayerWeights::ensure_dense(int64_t groups, bool optional) {
   if (info_.storage != format::Storage::kDense) {
     if (optional) {
       // the packed copy costs the same whether the file stores it dense or not
-      if (!config_.try_charge(info_.elements * 4 - static_cast<int64_t>(info_.stored_bytes()))) return false;
+      if (!config_.try_charge(info_.elements * 4 - static_cast<int64_t>(info_.stored_bytes()))) {
+        config_.note("weight '" + info_.name + "': kept sparse only; a dense copy for tuning would exceed the "
+                     "load's expand budget");
+        return false;
+      }
       densified = densify_weight(info_, LoadConfig());
     } else {
       densified = densify_weight(info_, config_);

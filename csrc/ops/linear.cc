@@ -68,6 +68,9 @@ class LinearOp final : public Op {
     bool want_dense = density > std::min(batch1_max_density, kSparseMaxDensityBatched);
     const LoadConfig::LayerKernel forced = ctx.config().layer_kernel;
     const bool tune = ctx.tune() && elements > 0 && elements <= kTuneMaxDenseElements;
+    if (ctx.tune() && elements > kTuneMaxDenseElements && !want_dense)
+      ctx.config().note("weight '" + w.name + "': not tuned (a dense copy of " + std::to_string(elements) +
+                        " floats is over the tuning limit); the cost model picks its kernel");
     if (tune || forced != LoadConfig::LayerKernel::kAuto) want_sparse = want_dense = true;
     if (elements == 0) want_sparse = want_dense = false;
     if (want_sparse) weights_.ensure_csr();

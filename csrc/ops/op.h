@@ -59,6 +59,9 @@ struct LoadConfig {
   // Takes `bytes` from the budget, or throws Error(kResource) naming `what`.
   void charge(int64_t bytes, const std::string& what) const;
   bool try_charge(int64_t bytes) const;  // false (and nothing taken) when the budget is short
+  // Load-time decisions worth telling the user (Model::load_log), shared by the model's ops.
+  std::shared_ptr<std::vector<std::string>> notes = std::make_shared<std::vector<std::string>>();
+  void note(std::string message) const { notes->push_back(std::move(message)); }
   bool tune = false;
   kernels::Isa isa = kernels::Isa::kScalar;
   enum class LayerKernel { kAuto, kSparse, kDense } layer_kernel = LayerKernel::kAuto;

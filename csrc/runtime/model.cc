@@ -245,6 +245,8 @@ void Model::Impl::build(const LoadOptions& options) {
     }
     ops::NodeContext ctx(node, file, dtypes, config);
     ops.push_back(ops::find_op_factory(node.op_type)(ctx));
+    for (auto& note : *config.notes) log.push_back(node_label(n) + ": " + note);
+    config.notes->clear();
     const ops::Op& op = *ops.back();
     // Sparse constants only where the op takes them; float32 only unless the op said otherwise.
     for (size_t i = 0; i < ins.size(); ++i) {

@@ -100,10 +100,21 @@ class GraphBuilder:
             "auto": sparse when the share of zeros is at least ``min_sparsity``
             (float32 tensors of rank >= 2 only) — BSR when ``block`` is given and
             divides the matrix, else CSR."""
+        if isinstance(array, spr.Tensor):  # prebuilt (e.g. a CSR tensor of a 4-D conv weight)
+            name = self._claim(self.unique_name(name))
+            self._tensors[name] = spr.Tensor(**{**array.__dict__, "name": name})
+            return name
         if hasattr(array, "tocsr") and hasattr(array, "nnz"):  # scipy.sparse, without importing scipy
+            if storage in ("dense", "csr") and block is None and array.ndim == 2:
+                # CSR straight from its arrays: a huge, mostly empty matrix is never densified
+                m = array.tocsr(copy=True)
+                m.sum_duplicates()
+                m.sort_indices()
+                name = self._claim(self.unique_name(name))
+                self._tensors[name] = spr.Tensor.csr(name, m.shape, m.indptr, m.indices,
+                                                     np.asarray(m.data, dtype=np.float32))
+                return name
             array = np.asarray(array.toarray(), dtype=np.float32)
-            if storage == "dense" and block is None:
-                storage = "csr"
         arr = np.asarray(array)
         if arr.dtype == np.float64 or arr.dtype == np.float16:
             arr = arr.astype(np.float32)

@@ -195,7 +195,27 @@ def _set_const_input(g: Graph, node: Node, index: int, array: np.ndarray, base: 
     if old and old in g.consts and [id(n) for n in users.get(old, [])] == [id(node)]:
         g.consts[old] = array.astype(np.float32)
     else:
-        node.inputs[index] = g.add_const(base, array.astype(np.float32))
+        new = node.inputs[index] = g.add_const(base, array.astype(np.float32))
+        if old:
+            users[old] = [n for n in users.get(old, []) if n is not node]
+        users[new] = [node]
+
+
+def _absorb(prev: Node, node: Node, users: dict[str, list[Node]], producers: dict[str, Node],
+            removed: set[int]) -> None:
+    """``node`` folds into ``prev`` (whose output only it read): ``prev`` takes its outputs.
+    Keeps ``users`` and ``producers`` current, so a pass stays linear in the graph's size."""
+    for i in node.inputs:
+        if i in users:
+            users[i] = [n for n in users[i] if n is not node]
+    for o in prev.outputs:
+        producers.pop(o, None)
+    prev.outputs = list(node.outputs)
+    for o in prev.outputs:
+        if o:
+            producers[o] = prev
+    prev.where = f"{prev.where} + {node.where}".strip(" +")
+    removed.add(id(node))
 
 
 def _scale_weight(g: Graph, node: Node, s: np.ndarray, users: dict[str, list[Node]]) -> None:
@@ -214,6 +234,7 @@ def _scale_weight(g: Graph, node: Node, s: np.ndarray, users: dict[str, list[Nod
 def fold_batchnorm(g: Graph) -> int:
     folded = 0
     users, producers = g.consumers(), g.producers()
+    removed: set[int] = set()
     for bn in [n for n in g.nodes if n.is_spr and n.op == "BatchNormalization"]:
         x = bn.inputs[0]
         prev = producers.get(x)
@@ -231,11 +252,9 @@ def fold_batchnorm(g: Graph) -> int:
         _scale_weight(g, prev, s, users)
         _set_const_input(g, prev, 2, (_bias(g, prev, channels) - mean) * s + shift,
                          (prev.name or "layer") + ".bias", users)
-        prev.outputs = list(bn.outputs)
-        prev.where = f"{prev.where} + {bn.where}".strip(" +")
-        g.nodes.remove(bn)
+        _absorb(prev, bn, users, producers, removed)
         folded += 1
-        users, producers = g.consumers(), g.producers()
+    g.nodes = [n for n in g.nodes if id(n) not in removed]
     return folded
 
 
@@ -265,6 +284,7 @@ def _channel_vector(c: np.ndarray, out_shape: tuple[int, ...] | None, rank: int,
 def fold_bias(g: Graph) -> int:
     folded = 0
     users, producers = g.consumers(), g.producers()
+    removed: set[int] = set()
     for add in [n for n in g.nodes if n.is_spr and n.op in ("Add", "Sub")]:
         for k in (0, 1):
             t, c = add.inputs[k], add.inputs[1 - k]
@@ -285,12 +305,10 @@ def fold_bias(g: Graph) -> int:
                 continue
             bias = _bias(g, prev, channels) + (vec if add.op == "Add" else -vec)
             _set_const_input(g, prev, 2, bias, (prev.name or "layer") + ".bias", users)
-            prev.outputs = list(add.outputs)
-            prev.where = f"{prev.where} + {add.where}".strip(" +")
-            g.nodes.remove(add)
+            _absorb(prev, add, users, producers, removed)
             folded += 1
-            users, producers = g.consumers(), g.producers()
             break
+    g.nodes = [n for n in g.nodes if id(n) not in removed]
     return folded
 
 

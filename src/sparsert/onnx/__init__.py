@@ -202,6 +202,7 @@ def _map_all(g: _ir.Graph) -> None:
     unsupported: dict[str, str] = {}  # op type -> first node name
     problems: list[str] = []
     new_nodes: list[_ir.Node] = []
+    g.read_names = {i for n in g.nodes for i in n.inputs if i}
     for node in g.nodes:
         if node.is_spr:
             new_nodes.append(node)

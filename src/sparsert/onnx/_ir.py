@@ -40,6 +40,8 @@ class Graph(ir.Graph):
     opset: int = 0
     elem_types: dict[str, int] = field(default_factory=dict)
     output_protos: list[onnx.ValueInfoProto] = field(default_factory=list)
+    # names some node reads, fixed while mapping (a mapper keeps its node's output names)
+    read_names: set[str] = field(default_factory=set)
 
     def shape(self, name: str, node: Node | None = None) -> tuple[int, ...]:
         if name in self.consts:

@@ -138,9 +138,8 @@ def _static_shape(g: Graph, name: str, node: Node, why: str) -> tuple[int, ...]:
 
 
 def _only_first_output(node: Node, g: Graph, what: str) -> None:
-    used = g.consumers()
     for o in node.outputs[1:]:
-        if o and (o in used or o in g.outputs):
+        if o and (o in g.read_names or o in g.outputs):
             raise Unsupported(f"its {what} output {o!r} is used")
 
 

@@ -115,13 +115,6 @@ def _private(g: Graph, m: _Match, root: Node, users: dict[str, list[Node]]) -> b
     return True
 
 
-def _replace(g: Graph, m: _Match, root: Node, new_nodes: list[Node]) -> None:
-    pos = g.nodes.index(root)
-    g.nodes[pos : pos + 1] = new_nodes
-    dead = {id(n) for n in m.matched if n is not root}
-    g.nodes = [n for n in g.nodes if id(n) not in dead]
-
-
 def _erf_gelu_patterns() -> list[Pattern]:
     erf_args = [("Div", "$x", SQRT2), ("Mul", "$x", INV_SQRT2)]
     pats = []
@@ -220,29 +213,38 @@ def _fuse(
     anchor_ops: set[str],
     build: Callable[[_Match, Node], list[Node] | None],
 ) -> int:
+    # One scan finds every non-overlapping match; all are replaced at once, and the scan
+    # repeats only while it finds some (a replacement can complete an outer pattern). Each
+    # round is linear in the graph's size.
     count = 0
-    changed = True
-    while changed:
-        changed = False
+    while True:
         producers = g.producers()
         users = g.consumers()
-        for root in list(g.nodes):
-            if root.op not in anchor_ops or root.is_spr:
+        claimed: set[int] = set()
+        replace: dict[int, list[Node]] = {}
+        for root in g.nodes:
+            if root.op not in anchor_ops or root.is_spr or id(root) in claimed:
                 continue
             for pat in patterns:
                 m = _match(g, producers, pat, root.outputs[0], _Match())
-                if m is None or not _private(g, m, root, users):
+                if m is None or any(id(n) in claimed for n in m.matched) or not _private(g, m, root, users):
                     continue
                 new = build(m, root)
                 if new is None:
                     continue
-                _replace(g, m, root, new)
-                count += 1
-                changed = True
+                claimed.update(id(n) for n in m.matched)
+                replace[id(root)] = new
                 break
-            if changed:
-                break
-    return count
+        if not replace:
+            return count
+        nodes: list[Node] = []
+        for n in g.nodes:
+            if id(n) in replace:
+                nodes += replace[id(n)]
+            elif id(n) not in claimed:
+                nodes.append(n)
+        g.nodes = nodes
+        count += len(replace)
 
 
 def _spr(g: Graph, op: str, inputs: list[str], output: str, attrs: dict[str, Any], like: Node) -> Node:
@@ -404,6 +406,8 @@ def _affine_param(g: Graph, name: str, x_shape: tuple[int, ...], axis: int) -> n
 
 def _absorb_layernorm_affine(g: Graph) -> None:
     """LayerNorm(x) * gamma + beta -> LayerNorm(x, gamma, beta)."""
+    all_users = g.consumers()  # kept current below: absorbing a Mul/Add only moves outputs
+    removed: set[int] = set()
     for ln in [n for n in g.nodes if n.is_spr and n.op == "LayerNormalization"]:
         x_shape = g.shapes.get(ln.inputs[0])
         if x_shape is None:
@@ -413,7 +417,7 @@ def _absorb_layernorm_affine(g: Graph) -> None:
             if ln.inputs[slot]:
                 continue
             out = ln.outputs[0]
-            users = g.consumers().get(out, [])
+            users = all_users.get(out, [])
             if len(users) != 1 or out in g.outputs:
                 break
             nxt = users[0]
@@ -427,4 +431,5 @@ def _absorb_layernorm_affine(g: Graph) -> None:
                 ln.inputs[1] = g.add_const(ln.name + ".gamma", np.ones_like(param))
             ln.inputs[slot] = g.add_const(ln.name + (".gamma" if slot == 1 else ".beta"), param)
             ln.outputs = list(nxt.outputs)
-            g.nodes.remove(nxt)
+            removed.add(id(nxt))
+    g.nodes = [n for n in g.nodes if id(n) not in removed]
