@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds fuzz/fuzz_spr_load (clang, libFuzzer + ASan + UBSan) and fuzzes it for
-# a bounded time, starting from the committed seeds (fuzz/seeds/: one valid file
+# Builds fuzz/fuzz_spr_load and fuzz/fuzz_graph (clang, libFuzzer + ASan + UBSan)
+# and fuzzes each for a bounded time. fuzz_spr_load (bytes) starts from the
+# committed seeds (fuzz/seeds/: one valid file
 # per op and storage kind, written by fuzz/make_seeds.py) and the committed
 # corpus of interesting inputs found by earlier runs (fuzz/corpus/). Fails on any
 # crash, sanitizer report, leak, timeout or out-of-memory; the input that
@@ -63,6 +64,30 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 
+# The structure-aware target: random valid graphs (every op, dtype, storage and
+# extreme attribute) that get past the reader. Its regressions first, then a
+# fixed-seed run from an empty corpus.
+if ! "$BUILD/fuzz_graph" -rss_limit_mb=2048 -timeout=10 "$ROOT"/fuzz/regressions-graph/* \
+    >"$WORK/regressions-graph.log" 2>&1; then
+  tail -n 60 "$WORK/regressions-graph.log"
+  echo "fuzz.sh: FAILED: a fuzz/regressions-graph/ input crashes again" >&2
+  exit 1
+fi
+GRAPH_RUNS=${FUZZ_GRAPH_RUNS:-400000}
+echo "fuzz.sh: fuzz_graph: $GRAPH_RUNS runs (seed $FUZZ_SEED, at most ${SECONDS_TO_RUN}s)"
+mkdir -p "$WORK/graph-corpus"
+status=0
+"$BUILD/fuzz_graph" "$WORK/graph-corpus" -seed="$FUZZ_SEED" -runs="$GRAPH_RUNS" \
+  -max_total_time="$SECONDS_TO_RUN" -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
+  -artifact_prefix="$ARTIFACTS/" -print_final_stats=1 >"$WORK/fuzz-graph.log" 2>&1 || status=$?
+grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb)" "$WORK/fuzz-graph.log" || true
+if [ "$status" -ne 0 ]; then
+  tail -n 80 "$WORK/fuzz-graph.log"
+  echo "fuzz.sh: fuzz_graph FAILED (exit $status); reproducer(s) in $ARTIFACTS:" >&2
+  ls -la "$ARTIFACTS" >&2
+  exit 1
+fi
+
 if [ "${FUZZ_UPDATE_CORPUS:-0}" = "1" ]; then
   # Merge into a folder that starts with the seeds, so only inputs adding
   # coverage beyond them are kept; then drop the seeds again.
@@ -79,4 +104,4 @@ if [ "${FUZZ_UPDATE_CORPUS:-0}" = "1" ]; then
   echo "fuzz.sh: fuzz/corpus now holds $(ls "$ROOT/fuzz/corpus" | wc -l) files," \
     "$(du -sk "$ROOT/fuzz/corpus" | cut -f1) KiB"
 fi
-echo "fuzz.sh: 1 passed, 0 failed"
+echo "fuzz.sh: 2 targets passed, 0 failed"

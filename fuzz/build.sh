@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang: the library with
 # -fsanitize=fuzzer-no-link,address,undefined (coverage + ASan + UBSan), the
-# target linked with -fsanitize=fuzzer. Output: $BUILD/fuzz_spr_load.
+# targets linked with -fsanitize=fuzzer. Output: $BUILD/fuzz_spr_load (bytes) and
+# $BUILD/fuzz_graph (random valid graphs).
 #   fuzz/build.sh [build-dir]      (default: build-fuzz next to this repo's root)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,8 @@ cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
   -DSPARSERT_BUILD_TESTS=OFF -DSPARSERT_BUILD_PYTHON=OFF -DSPARSERT_SANITIZE=OFF >/dev/null
 cmake --build "$BUILD" --target sparsert -j"${JOBS:-2}"
-"$CXX" -std=c++17 $FLAGS -fsanitize=fuzzer -I"$ROOT/csrc" -I"$ROOT/csrc/include" \
-  "$ROOT/fuzz/fuzz_spr_load.cc" "$BUILD/libsparsert.a" -lpthread -o "$BUILD/fuzz_spr_load"
-echo "built $BUILD/fuzz_spr_load"
+for target in fuzz_spr_load fuzz_graph; do
+  "$CXX" -std=c++17 $FLAGS -fsanitize=fuzzer -I"$ROOT/csrc" -I"$ROOT/csrc/include" \
+    "$ROOT/fuzz/$target.cc" "$BUILD/libsparsert.a" -lpthread -o "$BUILD/$target"
+  echo "built $BUILD/$target"
+done

@@ -92,11 +92,17 @@ void load_and_run(const uint8_t* data, size_t size) {
   if (!small_enough(model.summary(shapes))) return;
   std::vector<sparsert::Tensor> inputs;
   uint32_t seed = 12345;
-  for (const auto& shape : shapes) {
-    sparsert::Tensor t(shape);
+  for (size_t k = 0; k < shapes.size(); ++k) {
+    sparsert::Tensor t(shapes[k], model.inputs()[k].dtype);
     for (int64_t i = 0; i < t.size(); ++i) {
       seed = seed * 1664525u + 1013904223u;
-      t.data()[i] = static_cast<float>(static_cast<int32_t>(seed >> 8) % 2001 - 1000) / 500.0f;
+      const int32_t v = static_cast<int32_t>(seed >> 8) % 2001 - 1000;
+      switch (t.dtype()) {
+        case sparsert::DType::kFloat32: t.data()[i] = static_cast<float>(v) / 500.0f; break;
+        case sparsert::DType::kInt32: static_cast<int32_t*>(t.raw_data())[i] = v % 9 - 4; break;
+        case sparsert::DType::kInt64: static_cast<int64_t*>(t.raw_data())[i] = v % 9 - 4; break;
+        case sparsert::DType::kBool: static_cast<uint8_t*>(t.raw_data())[i] = v & 1; break;
+      }
     }
     inputs.push_back(std::move(t));
   }

@@ -136,6 +136,7 @@ class ResizeOp final : public Op {
     if (!from_inputs_) return;
     const Shape& x = inputs[0].shape;
     const size_t r = x.size();
+    if (r < 2) shape_error("Resize needs an input of rank >= 2, got " + shape_string(x));  // (fuzz_graph)
     if (inputs.size() > 3 && inputs[3].present && shape_elements(inputs[3].shape) > 0) {
       const std::vector<int64_t> v = known_ints(inputs[3], "Resize sizes");
       if (v.size() != r) shape_error("Resize sizes must have one entry per input dim");

@@ -1,7 +1,8 @@
 // A small .spr writer for the runtime tests (test_concurrency.cc,
 // test_model_load.cc): enough of docs/spr-format.md to build real models in
 // C++ without Python — graph inputs, nodes with INT/FLOAT/STRING/INTS
-// attributes, dense float32 and CSR (16-bit index) constants.
+// attributes, dense constants of every dtype and CSR (16-bit index) float32
+// constants. fuzz/fuzz_graph.cc builds its random graphs with it too.
 #pragma once
 
 #include <cstdint>
@@ -36,9 +37,10 @@ class SprWriter {
     return {std::move(key), 4, 0, 0, {}, std::move(v)};
   }
 
-  void input(const std::string& name, const std::vector<int64_t>& dims) {
+  // dtype: the file's code (1 float32, 2 int32, 3 int64, 4 bool).
+  void input(const std::string& name, const std::vector<int64_t>& dims, uint32_t dtype = 1) {
     put_str(inputs_, name);
-    put_u32(inputs_, 1);
+    put_u32(inputs_, dtype);
     put_u32(inputs_, static_cast<uint32_t>(dims.size()));
     for (int64_t d : dims) put_u64(inputs_, static_cast<uint64_t>(d));
     if (version_ >= 2)
@@ -72,9 +74,14 @@ class SprWriter {
     ++n_nodes_;
   }
   void dense(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& v) {
-    tensor_head(name, dims, 0);
-    put_u64(tensors_, place(v.data(), v.size() * 4));
-    put_u64(tensors_, v.size() * 4);
+    dense_bytes(name, dims, 1, v.data(), v.size() * 4);
+  }
+  // A dense constant of any dtype code from its raw little-endian bytes.
+  void dense_bytes(const std::string& name, const std::vector<int64_t>& dims, uint32_t dtype, const void* data,
+                   size_t nbytes) {
+    tensor_head(name, dims, 0, dtype);
+    put_u64(tensors_, place(data, nbytes));
+    put_u64(tensors_, nbytes);
   }
   // CSR of a row-major [dims[0], prod(dims[1:])] matrix given densely.
   void csr(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& v) {
@@ -149,9 +156,10 @@ class SprWriter {
     b.reserve(b.size() + more.size());
     for (uint8_t c : more) b.push_back(c);
   }
-  void tensor_head(const std::string& name, const std::vector<int64_t>& dims, uint32_t storage) {
+  void tensor_head(const std::string& name, const std::vector<int64_t>& dims, uint32_t storage,
+                   uint32_t dtype = 1) {
     put_str(tensors_, name);
-    put_u32(tensors_, 1);
+    put_u32(tensors_, dtype);
     put_u32(tensors_, static_cast<uint32_t>(dims.size()));
     for (int64_t d : dims) put_u64(tensors_, static_cast<uint64_t>(d));
     put_u32(tensors_, storage);
