@@ -440,6 +440,10 @@ class SliceOp final : public Op {
       } else {
         s = clamp(s, -1, n - 1);
         e = clamp(e, -1, n - 1);
+        // onnxruntime reads an end of INT64_MAX with a negative step as "through the first
+        // element" (exporters write it for x[::-1]); the spec's clamp would give an empty
+        // slice. Real models are validated against onnxruntime, so follow it.
+        if (ends[i] == std::numeric_limits<int64_t>::max()) e = -1;
         count = s > e ? (s - e + (-step) - 1) / (-step) : 0;
       }
       out[a] = SliceAxis{count > 0 ? s : 0, step, count};
@@ -590,15 +594,21 @@ class PadOp final : public Op {
     alignas(8) char fill[8] = {};
     if (inputs.size() > 2 && inputs[2].raw != nullptr && shape_elements(inputs[2].shape) >= 1)
       std::memcpy(fill, inputs[2].raw, esize);
-    const bool empty_input = shape_elements(xs) == 0;
-    if (empty_input && mode_ != PadMode::kConstant) throw Error(ErrorCode::kInvalidArgument, "Pad of an empty tensor needs mode 'constant'");
+    bool empty_input = shape_elements(xs) == 0;
+    for (int64_t d = 0; d < rank; ++d)  // cropped to nothing along d
+      empty_input |= xs[d] + std::min<int64_t>(pads[d], 0) + std::min<int64_t>(pads[rank + d], 0) <= 0;
+    if (empty_input && mode_ != PadMode::kConstant)
+      throw Error(ErrorCode::kInvalidArgument, "Pad of an empty (or wholly cropped) tensor needs mode 'constant'");
     std::vector<int64_t> pos(static_cast<size_t>(rank), 0);
     for (int64_t k = 0; k < total; ++k) {
       int64_t src = 0;
       bool outside = false;
       for (int64_t d = 0; d < rank && !outside; ++d) {
-        int64_t i = pos[d] - pads[d];
-        const int64_t n = xs[d];
+        // Negative pads crop first (ONNX): the padding modes then see only the kept
+        // range [lo, lo + n) of the input.
+        const int64_t lo = pads[d] < 0 ? -pads[d] : 0;
+        const int64_t n = xs[d] - lo - (pads[rank + d] < 0 ? -pads[rank + d] : 0);
+        int64_t i = pos[d] - (pads[d] > 0 ? pads[d] : 0);
         if (i < 0 || i >= n) {
           switch (mode_) {
             case PadMode::kConstant:
@@ -622,7 +632,7 @@ class PadOp final : public Op {
             }
           }
         }
-        src += i * st[d];
+        src += (lo + i) * st[d];
       }
       if (outside)
         std::memcpy(static_cast<char*>(outputs[0].raw) + k * esize, fill, esize);
@@ -665,7 +675,6 @@ class PadOp final : public Op {
         shape_error("Pad pads are out of range");
       y[i] = x[i] + pads[i] + pads[rank + i];
       if (y[i] < 0) shape_error("Pad crops more than the input has");
-      if (pads[i] < 0 || pads[rank + i] < 0) shape_error("negative pads (cropping) are not supported");
     }
     return y;
   }
