@@ -50,7 +50,7 @@ py::dict spec_dict(const sparsert::TensorSpec& spec) {
   py::dict d;
   d["name"] = spec.name;
   d["dtype"] = sparsert::dtype_name(spec.dtype);
-  d["shape"] = py::tuple(py::cast(spec.shape));
+  d["shape"] = spec.shape_known ? py::object(py::tuple(py::cast(spec.shape))) : py::object(py::none());
   d["dim_names"] = py::tuple(py::cast(spec.dim_names));
   return d;
 }

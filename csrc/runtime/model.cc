@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <list>
 #include <mutex>
 #include <sstream>
@@ -286,50 +287,62 @@ void Model::Impl::build(const LoadOptions& options) {
   threads = options.threads == 0 ? runtime::ThreadPool::available_cpus() : options.threads;
   runtime::ThreadPool::global().reserve(threads);
 
-  // Plan once for the declared shapes (-1 read as 1): a graph whose shapes do
-  // not fit together is refused at load rather than at the first run.
-  std::vector<Shape> declared;
+  // Plan once for the declared shapes: a graph whose shapes do not fit together is
+  // refused at load rather than at the first run. Dynamic dims (-1) are tried at
+  // several sizes: a model may only run at some (a sequence length that must match
+  // a position table, an image size a reshape needs), and the first size that plans
+  // gives the output shapes. When none does, the model still loads (every run is
+  // planned and checked for its real shapes) and its outputs' shapes are unknown.
   bool dynamic = false;
-  for (const auto& in : inputs) {
-    Shape s = in.shape;
-    for (auto& d : s)
-      if (d < 0) {
-        d = 1;
-        dynamic = true;
-      }
-    declared.push_back(s);
-  }
-  try {
-    auto plan = get_plan(declared);
-    outputs.clear();
-    for (size_t i = 0; i < output_slots.size(); ++i) {
-      const Shape& s = plan->shapes[output_slots[i]];
-      outputs.push_back(TensorSpec{file.outputs[i], slots[output_slots[i]].dtype, s,
-                                   std::vector<std::string>(s.size())});
+  for (const auto& in : inputs)
+    for (int64_t d : in.shape) dynamic |= d < 0;
+  auto shapes_at = [&](int64_t size) {
+    std::vector<Shape> shapes;
+    for (const auto& in : inputs) {
+      Shape s = in.shape;
+      for (auto& d : s)
+        if (d < 0) d = size;
+      shapes.push_back(s);
     }
-    if (dynamic) {
-      // Mark output dims that follow a dynamic input dim: plan again with 2.
-      std::vector<Shape> twos;
-      for (const auto& in : inputs) {
-        Shape s = in.shape;
-        for (auto& d : s)
-          if (d < 0) d = 2;
-        twos.push_back(s);
-      }
+    return shapes;
+  };
+  static const int64_t kTrySizes[] = {1, 2, 3, 4, 8, 16};
+  std::shared_ptr<Plan> plan;
+  size_t planned_at = 0;
+  for (size_t t = 0; t < (dynamic ? std::size(kTrySizes) : 1) && !plan; ++t) {
+    try {
+      plan = get_plan(shapes_at(kTrySizes[t]));
+      planned_at = t;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kInvalidArgument && !(dynamic && e.code() == ErrorCode::kResource)) throw;
+      if (!dynamic)
+        throw Error(ErrorCode::kFormat, std::string("model does not run on its declared input shapes: ") + e.what());
+    }
+  }
+  outputs.clear();
+  if (!plan) {
+    for (size_t i = 0; i < output_slots.size(); ++i)
+      outputs.push_back(TensorSpec{file.outputs[i], slots[output_slots[i]].dtype, {}, {}, false});
+    return;
+  }
+  for (size_t i = 0; i < output_slots.size(); ++i) {
+    const Shape& s = plan->shapes[output_slots[i]];
+    outputs.push_back(TensorSpec{file.outputs[i], slots[output_slots[i]].dtype, s, std::vector<std::string>(s.size())});
+  }
+  if (dynamic) {
+    // Mark output dims that follow a dynamic input dim: plan again at the next size that plans.
+    for (size_t t = planned_at + 1; t < std::size(kTrySizes); ++t) {
       try {
-        auto plan2 = make_plan(twos);
+        auto plan2 = make_plan(shapes_at(kTrySizes[t]));
         for (size_t i = 0; i < output_slots.size(); ++i) {
           const Shape& s2 = plan2->shapes[output_slots[i]];
           for (size_t d = 0; d < s2.size() && d < outputs[i].shape.size(); ++d)
             if (s2[d] != outputs[i].shape[d]) outputs[i].shape[d] = -1;
         }
+        break;
       } catch (const Error&) {
       }
     }
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::kInvalidArgument)
-      throw Error(ErrorCode::kFormat, std::string("model does not run on its declared input shapes: ") + e.what());
-    throw;
   }
 }
 

@@ -27,14 +27,18 @@ _ISAS = ("scalar", "avx2", "avx512", "neon")
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output: ``-1`` in ``shape`` is chosen at run time (a batch or a
-    sequence length); ``dim_names`` names those dims (``""`` for fixed ones)."""
+    sequence length); ``dim_names`` names those dims (``""`` for fixed ones). ``shape`` is
+    None for an output of a dynamic model whose rank is only known once the input shapes
+    are (``Model.output_shapes``)."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] | None
     dtype: str = "float32"
     dim_names: tuple[str, ...] = ()
 
     def __str__(self) -> str:
+        if self.shape is None:
+            return f"{self.name}: {self.dtype}[shape known at run time]"
         names = self.dim_names or ("",) * len(self.shape)
         dims = ", ".join((n or "?") if d < 0 else str(d) for d, n in zip(self.shape, names))
         return f"{self.name}: {self.dtype}[{dims}]"
@@ -119,7 +123,8 @@ def _threads(threads: int | None) -> int:
 
 
 def _spec(d: Mapping[str, Any]) -> TensorSpec:
-    return TensorSpec(d["name"], tuple(d["shape"]), d["dtype"], tuple(d.get("dim_names", ())))
+    shape = None if d["shape"] is None else tuple(d["shape"])
+    return TensorSpec(d["name"], shape, d["dtype"], tuple(d.get("dim_names", ())))
 
 
 class Model:
@@ -426,6 +431,8 @@ class InferenceSession:
 
     @staticmethod
     def _arg(spec: TensorSpec) -> NodeArg:
+        if spec.shape is None:  # rank known only at run time (onnxruntime: no shape either)
+            return NodeArg(spec.name, None, _ORT_TYPES[spec.dtype])  # type: ignore[arg-type]
         names = spec.dim_names or ("",) * len(spec.shape)
         shape = [d if d >= 0 else (n or None) for d, n in zip(spec.shape, names)]
         return NodeArg(spec.name, shape, _ORT_TYPES[spec.dtype])

@@ -107,8 +107,11 @@ class SPARSERT_API Tensor {
 struct TensorSpec {
   std::string name;
   DType dtype = DType::kFloat32;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // -1 for a dynamic dim
   std::vector<std::string> dim_names;
+  // false for an output of a dynamic model whose shape (rank included) is only known
+  // once input shapes are (Model::output_shapes); `shape` is then empty.
+  bool shape_known = true;
 };
 
 struct LoadOptions {

@@ -93,7 +93,8 @@ def inspect_data(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any
     totals["file_bytes"] = os.path.getsize(path)
 
     def spec(s: Any) -> dict[str, Any]:
-        return {"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "dim_names": list(s.dim_names)}
+        shape = None if s.shape is None else list(s.shape)  # None: known only at run time
+        return {"name": s.name, "shape": shape, "dtype": s.dtype, "dim_names": list(s.dim_names)}
 
     return {
         "file": path,
@@ -110,8 +111,9 @@ def inspect_data(path: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any
 
 
 def _io(specs: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{printable(s['name'])}: {s['dtype']}[{printable(shape_text(s['shape'], s['dim_names']))}]"
-                     for s in specs)
+    return ", ".join(f"{printable(s['name'])}: {s['dtype']}"
+                     + (f"[{printable(shape_text(s['shape'], s['dim_names']))}]" if s["shape"] is not None
+                        else " (shape known at run time)") for s in specs)
 
 
 def run(args: argparse.Namespace) -> int:
