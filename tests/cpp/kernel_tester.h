@@ -181,34 +181,36 @@ struct Problem {
   }
 };
 
-// Runs every spmm kernel on one case.
-inline void test_spmm_case(const KernelCase& c) {
+// Runs spmm kernel `kernel` (an index into kernels::spmm_kernels(); 0 is the
+// reference, checked against double precision) on one case; the others are
+// checked against the reference's float result.
+inline void test_spmm_case(const KernelCase& c, size_t kernel) {
   const Problem p(c);
   const kernels::CsrMatrix m = p.csr();
   const int64_t rb = c.row_begin;
   const int64_t re = c.row_end < 0 ? c.rows : c.row_end;
   const auto& list = kernels::spmm_kernels();
-  ASSERT_FALSE(list.empty());
+  ASSERT_LT(kernel, list.size());
   ASSERT_EQ(list.front().isa, kernels::Isa::kScalar);
-  // The reference against double precision.
   std::vector<float> ref = p.fresh_y();
   list.front().fn(m, rb, re, p.x.data() + c.c0, p.ldx, c.n, p.bias_ptr(), ref.data() + c.c0, p.ldy);
-  p.check(ref, rb, re, list.front().name,
-          [&](int64_t r, int64_t j) { return p.expected[r * c.n + j]; });
-  for (size_t i = 1; i < list.size(); ++i) {
-    std::vector<float> y = p.fresh_y();
-    list[i].fn(m, rb, re, p.x.data() + c.c0, p.ldx, c.n, p.bias_ptr(), y.data() + c.c0, p.ldy);
-    p.check(y, rb, re, list[i].name,
-            [&](int64_t r, int64_t j) { return static_cast<double>(ref[r * p.ldy + c.c0 + j]); });
+  if (kernel == 0) {
+    p.check(ref, rb, re, list.front().name, [&](int64_t r, int64_t j) { return p.expected[r * c.n + j]; });
+    return;
   }
+  std::vector<float> y = p.fresh_y();
+  list[kernel].fn(m, rb, re, p.x.data() + c.c0, p.ldx, c.n, p.bias_ptr(), y.data() + c.c0, p.ldy);
+  p.check(y, rb, re, list[kernel].name,
+          [&](int64_t r, int64_t j) { return static_cast<double>(ref[r * p.ldy + c.c0 + j]); });
 }
 
-// Runs every gemm kernel on one case. Each kernel's row range starts at a
-// multiple of its row_block: row_begin is rounded down to one.
-inline void test_gemm_case(const KernelCase& c) {
+// Runs gemm kernel `kernel` (an index into kernels::gemm_kernels(); 0 is the
+// reference) on one case. Each kernel's row range starts at a multiple of its
+// row_block: row_begin is rounded down to one.
+inline void test_gemm_case(const KernelCase& c, size_t kernel) {
   const Problem p(c);
   const auto& list = kernels::gemm_kernels();
-  ASSERT_FALSE(list.empty());
+  ASSERT_LT(kernel, list.size());
   ASSERT_EQ(list.front().isa, kernels::Isa::kScalar);
   const int64_t re = c.row_end < 0 ? c.rows : c.row_end;
   // Reference over all rows, checked against double precision.
@@ -217,24 +219,33 @@ inline void test_gemm_case(const KernelCase& c) {
   std::vector<float> ref = p.fresh_y();
   list.front().fn(ref_w, 0, c.rows, p.x.data() + c.c0, p.ldx, c.n, p.bias_ptr(), ref.data() + c.c0,
                   p.ldy);
-  p.check(ref, 0, c.rows, list.front().name,
-          [&](int64_t r, int64_t j) { return p.expected[r * c.n + j]; });
-  for (size_t i = 1; i < list.size(); ++i) {
-    // Pack from a copy with a padded row stride when the case is strided.
-    const int64_t ldw = c.cols + c.ldx_pad;
-    std::vector<float> w_strided(static_cast<size_t>(c.rows * ldw), kNaN);
-    for (int64_t r = 0; r < c.rows; ++r) {
-      for (int64_t k = 0; k < c.cols; ++k) w_strided[r * ldw + k] = p.w[r * c.cols + k];
-    }
-    kernels::PackedGemmWeights packed;
-    list[i].pack(w_strided.data(), c.rows, c.cols, ldw, &packed);
-    ASSERT_EQ(packed.isa, list[i].isa);
-    const int64_t rb = c.row_begin / packed.row_block * packed.row_block;
-    std::vector<float> y = p.fresh_y();
-    list[i].fn(packed, rb, re, p.x.data() + c.c0, p.ldx, c.n, p.bias_ptr(), y.data() + c.c0, p.ldy);
-    p.check(y, rb, re, list[i].name,
-            [&](int64_t r, int64_t j) { return static_cast<double>(ref[r * p.ldy + c.c0 + j]); });
+  if (kernel == 0) {
+    p.check(ref, 0, c.rows, list.front().name, [&](int64_t r, int64_t j) { return p.expected[r * c.n + j]; });
+    return;
   }
+  // Pack from a copy with a padded row stride when the case is strided.
+  const int64_t ldw = c.cols + c.ldx_pad;
+  std::vector<float> w_strided(static_cast<size_t>(c.rows * ldw), kNaN);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    for (int64_t k = 0; k < c.cols; ++k) w_strided[r * ldw + k] = p.w[r * c.cols + k];
+  }
+  kernels::PackedGemmWeights packed;
+  list[kernel].pack(w_strided.data(), c.rows, c.cols, ldw, &packed);
+  ASSERT_EQ(packed.isa, list[kernel].isa);
+  const int64_t rb = c.row_begin / packed.row_block * packed.row_block;
+  std::vector<float> y = p.fresh_y();
+  list[kernel].fn(packed, rb, re, p.x.data() + c.c0, p.ldx, c.n, p.bias_ptr(), y.data() + c.c0, p.ldy);
+  p.check(y, rb, re, list[kernel].name,
+          [&](int64_t r, int64_t j) { return static_cast<double>(ref[r * p.ldy + c.c0 + j]); });
+}
+
+// One value per kernel of a family, and the test-name suffix that names it
+// (gtest: "Kernel/Spmm.RowsAndN/spmm_f32_avx2"), so a failure names its kernel.
+template <typename List>
+std::vector<size_t> kernel_indices(const List& list) {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < list.size(); ++i) out.push_back(i);
+  return out;
 }
 
 }  // namespace testing

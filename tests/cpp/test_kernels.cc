@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -22,7 +23,7 @@ const double kSparsity[] = {0.0, 0.5, 0.9, 0.99, 1.0};
 
 uint64_t case_seed(uint64_t salt) { return base_seed() * 1000003u + salt; }
 
-using CaseFn = void (*)(const KernelCase&);
+using CaseFn = std::function<void(const KernelCase&)>;
 
 // rows x n over the edge-case lists, K = 64, half the weights zero.
 void rows_and_n(CaseFn run, uint64_t salt) {
@@ -90,6 +91,19 @@ void randomized(CaseFn run, uint64_t salt, int count, int64_t row_align) {
   }
 }
 
+// Each kernel family's edge-case tests run once per kernel compiled in and
+// supported here (reference first), named by the kernel.
+class Spmm : public ::testing::TestWithParam<size_t> {};
+class Gemm : public ::testing::TestWithParam<size_t> {};
+INSTANTIATE_TEST_SUITE_P(Kernel, Spmm, ::testing::ValuesIn(kernel_indices(kernels::spmm_kernels())),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return std::string(kernels::spmm_kernels()[info.param].name);
+                         });
+INSTANTIATE_TEST_SUITE_P(Kernel, Gemm, ::testing::ValuesIn(kernel_indices(kernels::gemm_kernels())),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return std::string(kernels::gemm_kernels()[info.param].name);
+                         });
+
 // ---------------------------------------------------------------------------
 TEST(Dispatch, ListsStartWithReferenceAndAreSupported) {
   ASSERT_FALSE(kernels::spmm_kernels().empty());
@@ -133,7 +147,7 @@ TEST(AlignedFloats, AlignedAndZeroed) {
   EXPECT_EQ(empty.size(), 0u);
 }
 
-TEST(Gemm, RejectsMismatchedWeightsAndRanges) {
+TEST(GemmContract, RejectsMismatchedWeightsAndRanges) {
   const auto& list = kernels::gemm_kernels();
   const float w[6] = {1, 2, 3, 4, 5, 6};
   float x[3] = {1, 1, 1};
@@ -153,11 +167,17 @@ TEST(Gemm, RejectsMismatchedWeightsAndRanges) {
 }
 
 // ---------------------------------------------------------------------------
-TEST(Spmm, RowsAndN) { rows_and_n(&test_spmm_case, 100); }
-TEST(Spmm, ColsAndSparsity) { cols_and_sparsity(&test_spmm_case, 200); }
-TEST(Spmm, Randomized) { randomized(&test_spmm_case, 300, 400, 1); }
+TEST_P(Spmm, RowsAndN) {
+  rows_and_n([this](const KernelCase& c) { test_spmm_case(c, GetParam()); }, 100);
+}
+TEST_P(Spmm, ColsAndSparsity) {
+  cols_and_sparsity([this](const KernelCase& c) { test_spmm_case(c, GetParam()); }, 200);
+}
+TEST_P(Spmm, Randomized) {
+  randomized([this](const KernelCase& c) { test_spmm_case(c, GetParam()); }, 300, 400, 1);
+}
 
-TEST(Spmm, BothIndexWidthsAgree) {
+TEST_P(Spmm, BothIndexWidthsAgree) {
   for (int64_t n : {1, 5, 64, 65}) {
     KernelCase c;
     c.rows = 33;
@@ -165,15 +185,15 @@ TEST(Spmm, BothIndexWidthsAgree) {
     c.n = n;
     c.sparsity = 0.7;
     c.seed = case_seed(400 + n);
-    test_spmm_case(c);
+    test_spmm_case(c, GetParam());
     c.index32 = true;
-    test_spmm_case(c);
+    test_spmm_case(c, GetParam());
   }
 }
 
 // cols > 65536 forces 32-bit indices; with n >= the tile width the X panel
 // exceeds the L2 budget, so this also runs the K-blocked path with many blocks.
-TEST(Spmm, HugeKThirtyTwoBitIndices) {
+TEST_P(Spmm, HugeKThirtyTwoBitIndices) {
   uint64_t i = 0;
   for (int64_t rows : {1, 5, 17}) {
     for (int64_t n : {1, 3, 17, 64, 65}) {
@@ -184,14 +204,14 @@ TEST(Spmm, HugeKThirtyTwoBitIndices) {
       c.sparsity = 0.995;
       c.bias = (i % 2) == 0;
       c.seed = case_seed(500 + i++);
-      test_spmm_case(c);
+      test_spmm_case(c, GetParam());
     }
   }
 }
 
 // Deep K (4608: the X panel is packed in ~19 K blocks for a 64-column tile)
 // with 16-bit indices, empty rows, a sub-range and strides.
-TEST(Spmm, KBlockedRowChunks) {
+TEST_P(Spmm, KBlockedRowChunks) {
   for (int64_t n : {33, 64, 200}) {
     KernelCase c;
     c.rows = 300;
@@ -205,14 +225,14 @@ TEST(Spmm, KBlockedRowChunks) {
     c.ldy_pad = 3;
     c.c0 = 1;
     c.seed = case_seed(600 + n);
-    test_spmm_case(c);
+    test_spmm_case(c, GetParam());
   }
 }
 
 // X panels packed per K block into the kernel's stack buffer (panel above
 // 16 KB and nnz >= K): one and several K blocks, more rows than one pass's
 // split table holds, sub-ranges, strides, column offsets, tails, both index widths.
-TEST(Spmm, PackedPanelsManyRowsAndBlocks) {
+TEST_P(Spmm, PackedPanelsManyRowsAndBlocks) {
   uint64_t i = 0;
   for (int64_t cols : {200, 768, 2500}) {
     for (int64_t n : {17, 64, 65, 130}) {
@@ -230,7 +250,7 @@ TEST(Spmm, PackedPanelsManyRowsAndBlocks) {
       c.c0 = 2;
       c.index32 = (i % 3) == 1;
       c.seed = case_seed(800 + i++);
-      test_spmm_case(c);
+      test_spmm_case(c, GetParam());
       if (::testing::Test::HasFailure()) return;
     }
   }
@@ -238,7 +258,7 @@ TEST(Spmm, PackedPanelsManyRowsAndBlocks) {
 
 // More packed K blocks than the kernel allows (K x tile > 64 blocks of 64 KB)
 // with enough nonzeros to want packing: the in-place K-blocked path.
-TEST(Spmm, TooManyPackedBlocksFallsBackInPlace) {
+TEST_P(Spmm, TooManyPackedBlocksFallsBackInPlace) {
   for (int64_t n : {16, 64}) {
     KernelCase c;
     c.rows = 40;
@@ -246,12 +266,12 @@ TEST(Spmm, TooManyPackedBlocksFallsBackInPlace) {
     c.n = n;
     c.sparsity = 0.9;
     c.seed = case_seed(900 + n);
-    test_spmm_case(c);
+    test_spmm_case(c, GetParam());
   }
 }
 
 // SpMV rows of every length around the 16-nonzero step, all in one matrix.
-TEST(Spmm, SpmvRowLengths) {
+TEST_P(Spmm, SpmvRowLengths) {
   for (bool index32 : {false, true}) {
     KernelCase c;
     c.rows = 300;
@@ -261,14 +281,14 @@ TEST(Spmm, SpmvRowLengths) {
     c.empty_rows = 0.1;
     c.index32 = index32;
     c.seed = case_seed(950 + index32);
-    test_spmm_case(c);
+    test_spmm_case(c, GetParam());
     c.ldx_pad = 4;  // x with a stride
     c.ldy_pad = 2;
-    test_spmm_case(c);
+    test_spmm_case(c, GetParam());
   }
 }
 
-TEST(Spmm, EmptyRowsWriteBiasOrZero) {
+TEST_P(Spmm, EmptyRowsWriteBiasOrZero) {
   for (bool bias : {false, true}) {
     for (int64_t n : {1, 16, 70}) {
       KernelCase c;
@@ -279,19 +299,25 @@ TEST(Spmm, EmptyRowsWriteBiasOrZero) {
       c.empty_rows = 0.5;
       c.bias = bias;
       c.seed = case_seed(700 + n + bias);
-      test_spmm_case(c);
+      test_spmm_case(c, GetParam());
     }
   }
 }
 
 // ---------------------------------------------------------------------------
-TEST(Gemm, RowsAndN) { rows_and_n(&test_gemm_case, 1100); }
-TEST(Gemm, ColsAndSparsity) { cols_and_sparsity(&test_gemm_case, 1200); }
+TEST_P(Gemm, RowsAndN) {
+  rows_and_n([this](const KernelCase& c) { test_gemm_case(c, GetParam()); }, 1100);
+}
+TEST_P(Gemm, ColsAndSparsity) {
+  cols_and_sparsity([this](const KernelCase& c) { test_gemm_case(c, GetParam()); }, 1200);
+}
 // Row ranges start anywhere; test_gemm_case rounds them down to each kernel's row block.
-TEST(Gemm, Randomized) { randomized(&test_gemm_case, 1300, 300, 1); }
+TEST_P(Gemm, Randomized) {
+  randomized([this](const KernelCase& c) { test_gemm_case(c, GetParam()); }, 1300, 300, 1);
+}
 
 // K beyond the K blocks (256 / 512) of the microkernels, several blocks and a remainder.
-TEST(Gemm, DeepK) {
+TEST_P(Gemm, DeepK) {
   uint64_t i = 0;
   for (int64_t cols : {511, 513, 1100}) {
     for (int64_t n : {1, 16, 33}) {
@@ -302,24 +328,24 @@ TEST(Gemm, DeepK) {
       c.sparsity = 0.0;
       c.ldy_pad = 2;
       c.seed = case_seed(1400 + i++);
-      test_gemm_case(c);
+      test_gemm_case(c, GetParam());
     }
   }
 }
 
-TEST(Gemm, ZeroK) {
+TEST_P(Gemm, ZeroK) {
   KernelCase c;
   c.rows = 9;
   c.cols = 0;
   c.n = 5;
   c.seed = case_seed(1500);
-  test_gemm_case(c);
+  test_gemm_case(c, GetParam());
 }
 
 // Deep K with more than 4 packed K blocks: at 97% (~8 nonzeros per row and
 // block) spmm_run uses the in-place L2 blocks, at 85% it packs; both index
 // widths, empty rows, sub-ranges, strides and n tails, NaN-prefilled outputs.
-TEST(Spmm, SparseDeepKChoosesInPlaceBlocks) {
+TEST_P(Spmm, SparseDeepKChoosesInPlaceBlocks) {
   uint64_t i = 0;
   for (double sparsity : {0.85, 0.97, 1.0}) {
     for (int64_t n : {64, 65, 100}) {
@@ -337,7 +363,7 @@ TEST(Spmm, SparseDeepKChoosesInPlaceBlocks) {
       c.c0 = 1;
       c.index32 = (i % 3) == 2;
       c.seed = case_seed(2000 + i++);
-      test_spmm_case(c);
+      test_spmm_case(c, GetParam());
       if (::testing::Test::HasFailure()) return;
     }
   }
@@ -345,7 +371,7 @@ TEST(Spmm, SparseDeepKChoosesInPlaceBlocks) {
 
 // SpMV rows of 0 .. 40 nonzeros (the 16-wide blocks plus the 4-way and single
 // tail steps), dense rows so each length occurs, both index widths.
-TEST(Spmm, SpmvTailLengths) {
+TEST_P(Spmm, SpmvTailLengths) {
   for (int64_t cols = 1; cols <= 40; ++cols) {
     KernelCase c;
     c.rows = 9;
@@ -357,7 +383,7 @@ TEST(Spmm, SpmvTailLengths) {
     c.index32 = (cols % 3) == 0;
     c.ldx_pad = cols % 2;
     c.seed = case_seed(2100 + cols);
-    test_spmm_case(c);
+    test_spmm_case(c, GetParam());
     if (::testing::Test::HasFailure()) return;
   }
 }
@@ -368,7 +394,7 @@ TEST(Spmm, SpmvTailLengths) {
 // n covers one strip with a narrow tail (40 = 32 + 8, 49 = 32 + 17), several
 // strips (130), and balanced column blocks (257 -> 3 blocks); sub-ranges,
 // strides and column offsets too.
-TEST(Gemm, LargeWeightsColumnBlocked) {
+TEST_P(Gemm, LargeWeightsColumnBlocked) {
   uint64_t i = 0;
   for (int64_t n : {1, 8, 40, 49, 130, 257}) {
     KernelCase c;
@@ -385,14 +411,14 @@ TEST(Gemm, LargeWeightsColumnBlocked) {
       c.c0 = 2;
     }
     c.seed = case_seed(1600 + i++);
-    test_gemm_case(c);
+    test_gemm_case(c, GetParam());
     if (::testing::Test::HasFailure()) return;
   }
 }
 
 // Row ranges that are not whole 128-row chunks and end mid-panel in the
 // column-blocked path (K below one block, so only the row chunking varies).
-TEST(Gemm, LargeWeightsRowChunks) {
+TEST_P(Gemm, LargeWeightsRowChunks) {
   uint64_t i = 0;
   for (int64_t rows : {4500, 4700}) {
     for (int64_t n : {17, 33}) {
@@ -404,7 +430,7 @@ TEST(Gemm, LargeWeightsRowChunks) {
       c.row_begin = i % 2 == 0 ? 0 : 130;
       c.row_end = rows - static_cast<int64_t>(i);
       c.seed = case_seed(1700 + i++);
-      test_gemm_case(c);
+      test_gemm_case(c, GetParam());
       if (::testing::Test::HasFailure()) return;
     }
   }
