@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../tests/cpp/model_builder.h"
+#include "fuzz_common.h"
 #include "sparsert/sparsert.h"
 
 namespace {
@@ -28,8 +29,6 @@ namespace {
 using sparsert::testing::SprWriter;
 
 constexpr int64_t kMaxInputElements = int64_t{1} << 16;
-constexpr int64_t kMaxTensorElements = int64_t{1} << 20;
-constexpr int64_t kMaxFlops = int64_t{1} << 24;
 
 const char* const kAttrKeys[] = {
     "activation", "allowzero", "alpha", "approximate", "axes", "axis", "batch_dims", "beta", "bias",
@@ -182,46 +181,9 @@ std::vector<uint8_t> build_graph(FuzzedDataProvider& fdp, const std::vector<std:
   return w.bytes();
 }
 
-bool small_enough(const std::vector<sparsert::NodeInfo>& nodes) {
-  int64_t flops = 0;
-  for (const auto& node : nodes) {
-    if (node.flops < 0 || node.flops > kMaxFlops) return false;
-    flops += node.flops;
-    if (flops > kMaxFlops) return false;
-    for (const auto& shapes : {node.input_shapes, node.output_shapes}) {
-      for (const auto& shape : shapes) {
-        int64_t n = 1;
-        for (int64_t d : shape) {
-          if (d < 0 || (d != 0 && n > kMaxTensorElements / d)) return false;
-          n *= d;
-        }
-      }
-    }
-  }
-  return true;
-}
-
 void fill(sparsert::Tensor& t, FuzzedDataProvider& fdp) {
-  const int64_t n = t.size();
   uint32_t seed = fdp.ConsumeIntegral<uint32_t>();
-  auto next = [&seed]() {
-    seed = seed * 1664525u + 1013904223u;
-    return static_cast<int32_t>(seed >> 8) % 2001 - 1000;
-  };
-  switch (t.dtype()) {
-    case sparsert::DType::kFloat32:
-      for (int64_t i = 0; i < n; ++i) t.data()[i] = static_cast<float>(next()) / 250.0f;
-      break;
-    case sparsert::DType::kInt32:
-      for (int64_t i = 0; i < n; ++i) static_cast<int32_t*>(t.raw_data())[i] = next() % 9 - 4;
-      break;
-    case sparsert::DType::kInt64:
-      for (int64_t i = 0; i < n; ++i) static_cast<int64_t*>(t.raw_data())[i] = next() % 9 - 4;
-      break;
-    case sparsert::DType::kBool:
-      for (int64_t i = 0; i < n; ++i) static_cast<uint8_t*>(t.raw_data())[i] = next() & 1;
-      break;
-  }
+  fuzz_common::fill_input(t, seed, 250.0f);
 }
 
 void load_and_run(FuzzedDataProvider& fdp) {
@@ -243,41 +205,19 @@ void load_and_run(FuzzedDataProvider& fdp) {
     }
     shapes.push_back(shape);
   }
-  if (!small_enough(model.summary(shapes))) return;
+  if (!fuzz_common::small_enough(model.summary(shapes))) return;
   std::vector<sparsert::Tensor> inputs;
   for (size_t i = 0; i < shapes.size(); ++i) {
     inputs.emplace_back(shapes[i], model.inputs()[i].dtype);
     fill(inputs.back(), fdp);
   }
-  std::vector<sparsert::Tensor> outputs = model.run(inputs);
-  if (outputs.size() != model.outputs().size()) {
-    std::fprintf(stderr, "run returned %zu outputs, the model declares %zu\n", outputs.size(),
-                 model.outputs().size());
-    std::abort();
-  }
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    if (outputs[i].dtype() != model.outputs()[i].dtype) {
-      std::fprintf(stderr, "output %zu has dtype %s, the model declares %s\n", i,
-                   sparsert::dtype_name(outputs[i].dtype()), sparsert::dtype_name(model.outputs()[i].dtype));
-      std::abort();
-    }
-  }
+  fuzz_common::check_outputs(model, model.run(inputs));
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider fdp(data, size);
-  try {
-    load_and_run(fdp);
-  } catch (const sparsert::Error& e) {
-    if (e.code() == sparsert::ErrorCode::kInternal) {
-      std::fprintf(stderr, "internal error: %s\n", e.what());
-      std::abort();
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "exception other than sparsert::Error: %s\n", e.what());
-    std::abort();
-  }
+  fuzz_common::under_contract([&] { load_and_run(fdp); });
   return 0;
 }

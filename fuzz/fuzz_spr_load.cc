@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "format/spr_format.h"
+#include "fuzz_common.h"
 #include "sparsert/sparsert.h"
 
 namespace {
@@ -27,8 +28,6 @@ namespace {
 // Resize, a deep conv) does not turn into an out-of-memory or timeout report
 // of the harness itself. Loading and planning are always fuzzed in full.
 constexpr int64_t kMaxInputElements = int64_t{1} << 18;
-constexpr int64_t kMaxTensorElements = int64_t{1} << 20;
-constexpr int64_t kMaxFlops = int64_t{1} << 24;
 
 uint64_t read_u64(const uint8_t* p) {
   uint64_t v;
@@ -52,25 +51,6 @@ void fix_checksums(std::vector<uint8_t>& file) {
   }
 }
 
-bool small_enough(const std::vector<sparsert::NodeInfo>& nodes) {
-  int64_t flops = 0;
-  for (const auto& node : nodes) {
-    if (node.flops < 0 || node.flops > kMaxFlops) return false;
-    flops += node.flops;
-    if (flops > kMaxFlops) return false;
-    for (const auto& shapes : {node.input_shapes, node.output_shapes}) {
-      for (const auto& shape : shapes) {
-        int64_t n = 1;
-        for (int64_t d : shape) {
-          if (d < 0 || (d != 0 && n > kMaxTensorElements / d)) return false;
-          n *= d;
-        }
-      }
-    }
-  }
-  return true;
-}
-
 void load_and_run(const uint8_t* data, size_t size) {
   std::vector<uint8_t> file(data, data + size);
   fix_checksums(file);
@@ -89,44 +69,20 @@ void load_and_run(const uint8_t* data, size_t size) {
     }
     shapes.push_back(shape);
   }
-  if (!small_enough(model.summary(shapes))) return;
+  if (!fuzz_common::small_enough(model.summary(shapes))) return;
   std::vector<sparsert::Tensor> inputs;
   uint32_t seed = 12345;
   for (size_t k = 0; k < shapes.size(); ++k) {
     sparsert::Tensor t(shapes[k], model.inputs()[k].dtype);
-    for (int64_t i = 0; i < t.size(); ++i) {
-      seed = seed * 1664525u + 1013904223u;
-      const int32_t v = static_cast<int32_t>(seed >> 8) % 2001 - 1000;
-      switch (t.dtype()) {
-        case sparsert::DType::kFloat32: t.data()[i] = static_cast<float>(v) / 500.0f; break;
-        case sparsert::DType::kInt32: static_cast<int32_t*>(t.raw_data())[i] = v % 9 - 4; break;
-        case sparsert::DType::kInt64: static_cast<int64_t*>(t.raw_data())[i] = v % 9 - 4; break;
-        case sparsert::DType::kBool: static_cast<uint8_t*>(t.raw_data())[i] = v & 1; break;
-      }
-    }
+    fuzz_common::fill_input(t, seed, 500.0f);
     inputs.push_back(std::move(t));
   }
-  std::vector<sparsert::Tensor> outputs = model.run(inputs);
-  if (outputs.size() != model.outputs().size()) {
-    std::fprintf(stderr, "run returned %zu outputs, the model declares %zu\n", outputs.size(),
-                 model.outputs().size());
-    std::abort();
-  }
+  fuzz_common::check_outputs(model, model.run(inputs));
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  try {
-    load_and_run(data, size);
-  } catch (const sparsert::Error& e) {
-    if (e.code() == sparsert::ErrorCode::kInternal) {
-      std::fprintf(stderr, "internal error: %s\n", e.what());
-      std::abort();
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "exception other than sparsert::Error: %s\n", e.what());
-    std::abort();
-  }
+  fuzz_common::under_contract([&] { load_and_run(data, size); });
   return 0;
 }
