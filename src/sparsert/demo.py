@@ -265,6 +265,29 @@ def _speedup_value(base: dict[str, float] | None, ours: dict[str, float]) -> flo
 # --------------------------------------------------------------------------- the demo
 
 
+@dataclass
+class _Run:
+    """What every phase of one demo run shares."""
+
+    config: DemoConfig
+    threads: int
+    seed: int
+    say: Callable[..., None]
+    use_ort: bool
+    scratch: str  # temporary folder (ONNX files of the baselines)
+    spr_dir: str  # where the .spr files go (--out, or the scratch folder)
+    mismatches: list[str]
+
+    def check_export(self, label: str, export: Any) -> None:
+        # The runtime must reproduce PyTorch; a mismatch is shown, never hidden behind a table.
+        if not export.max_rel_error <= EXPORT_RTOL:
+            self.mismatches.append(label)
+            self.say(
+                f"WARNING: {label}: the .spr output differs from PyTorch (max rel error "
+                f"{export.max_rel_error:.3g} > {EXPORT_RTOL:g}); its accuracy and latency are not trustworthy"
+            )
+
+
 def run_demo(
     quick: bool = False,
     out: str | os.PathLike[str] | None = None,
@@ -280,12 +303,8 @@ def run_demo(
     """
     _require()
     import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     import sparsert
-    import sparsert.prune as sp
-    from sparsert._demo_models import DigitsCNN, ResNet
 
     stream = stream or sys.stdout
     config = QUICK if quick else FULL
@@ -314,331 +333,393 @@ def run_demo(
             raise NotADirectoryError(f"--out {out_dir!r} exists and is not a directory")
         os.makedirs(out_dir, exist_ok=True)
     scratch = tempfile.TemporaryDirectory(prefix="sparsert-demo-")
-    spr_dir = out_dir or scratch.name
 
     say(
         f"sparsert demo ({config.name}{': smaller epochs and network, fewer repeats' if quick else ''}), "
         f"seed {seed}, {threads} thread(s), kernels: {sparsert.cpu_features()}"
     )
-    baselines = "PyTorch eager" + (" and onnxruntime" if ort is not None and onnx_ok else "")
     if ort is None:
         say("onnxruntime is not installed: its columns are skipped (pip install onnxruntime)")
     elif not onnx_ok:
         say("onnx is not installed: torch.onnx.export is unavailable, onnxruntime columns are skipped")
-    use_ort = ort is not None and onnx_ok
-
-    mismatches: list[str] = []
-
-    def check_export(label: str, export: Any) -> None:
-        # The runtime must reproduce PyTorch; a mismatch is shown, never hidden behind a table.
-        if not export.max_rel_error <= EXPORT_RTOL:
-            mismatches.append(label)
-            say(
-                f"WARNING: {label}: the .spr output differs from PyTorch (max rel error "
-                f"{export.max_rel_error:.3g} > {EXPORT_RTOL:g}); its accuracy and latency are not trustworthy"
-            )
+    run = _Run(
+        config, threads, seed, say, ort is not None and onnx_ok, scratch.name, out_dir or scratch.name, []
+    )
 
     # The digits CNN is tiny: one thread trains it fastest (a parallel region per 8x8 conv costs
     # more than it saves, and far more on a busy machine). Benchmarks use `threads` everywhere.
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        # ---- 1. digits ---------------------------------------------------------------------
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        x_train, y_train, x_test, y_test = _digits(seed)
-        loader = _Batches(x_train, y_train, 64, seed + 1)
-        example = x_test[:1]
-
-        def train(model: Any, epochs: int, desc: str, lr: float = 1e-3) -> None:
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
-            model.train()
-            for _ in tqdm(range(epochs), desc=desc, leave=False):
-                for xb, yb in loader:
-                    opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(xb), yb).backward()
-                    opt.step()
-
-        dense = DigitsCNN()
-        train(dense, config.train_epochs, "training digits CNN", lr=3e-3)
-        dense_acc = _accuracy_torch(dense, x_test, y_test)
-        say(
-            f"digits CNN: {len(y_train)} train / {len(y_test)} test images, {config.train_epochs} epochs, "
-            f"test accuracy {dense_acc:.2%} (PyTorch)"
-        )
-        curve: list[dict[str, Any]] = [{"kind": "dense", "sparsity": 0.0, "accuracy": dense_acc}]
-
-        def fine_tune_fn(kind: str) -> Callable[[Any, int], None]:
-            def fn(model: Any, step: int) -> None:
-                sp.fine_tune(
-                    model, loader, F.cross_entropy, epochs=config.fine_tune_epochs, lr=1e-3, progress=False
-                )
-                curve.append(
-                    {
-                        "kind": kind,
-                        "step": step,
-                        "sparsity": _weight_sparsity(model),
-                        "accuracy": _accuracy_torch(model, x_test, y_test),
-                    }
-                )
-
-            return fn
-
-        unstructured = copy.deepcopy(dense)
-        sp.iterative_prune(
-            unstructured,
-            sp.CubicSchedule(0.0, 0.9, config.unstructured_steps),
-            fine_tune_fn("unstructured"),
-            method="magnitude",
-            scope="global",
-            exclude_first=True,
-        )
-        structured = copy.deepcopy(dense)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            sp.iterative_prune(
-                structured,
-                sp.LinearSchedule(0.0, 0.5, config.structured_steps),
-                fine_tune_fn("structured"),
-                method="l1",
-                example_input=example,
-            )
-
+        digits = _train_and_prune_digits(run)
         phase("digits: train + prune")
         torch.set_num_threads(threads)
-        variants = [
-            ("dense", dense, "digits_dense.spr"),
-            ("unstructured 90%", unstructured, "digits_unstructured90.spr"),
-            ("structured 50% filters", structured, "digits_structured50.spr"),
-        ]
-        digits_rows: list[dict[str, Any]] = []
-        x_test_np = x_test.numpy()
-        for label, model, filename in tqdm(variants, desc="export + benchmark digits", leave=False):
-            model.eval()
-            path = os.path.join(spr_dir, filename)
-            export = sparsert.export(model, example, path, threads=threads)
-            check_export(label, export)
-            runtime = sparsert.load(path, threads=threads)
-            logits = runtime.run(x_test_np)
-            acc = float((logits.argmax(1) == y_test.numpy()).mean())
-            plain = _plain_copy(model, example)
-            x1 = x_test_np[:1].copy()
-            x1_t = torch.from_numpy(x1)
-            ours = _time_ms(lambda runtime=runtime, x1=x1: runtime.run(x1), 10, config.digits_repeats)
-            with torch.inference_mode():
-                pt = _time_ms(lambda plain=plain, x1_t=x1_t: plain(x1_t), 10, config.digits_repeats)
-            onnxrt = None
-            if use_ort:
-                onnx_path = os.path.join(scratch.name, filename + ".onnx")
-                onnxrt = _ort_timing(plain, x1_t, onnx_path, threads, config.digits_repeats, 10, say)
-            digits_rows.append(
-                {
-                    "variant": label,
-                    "file": filename,
-                    "sparsity": _weight_sparsity(model),
-                    "accuracy_sparsert": acc,
-                    "accuracy_torch": _accuracy_torch(model, x_test, y_test),
-                    "spr_bytes": export.file_size,
-                    "spr_dense_bytes": export.dense_size,
-                    "export_max_rel_error": export.max_rel_error,
-                    "shrunk_layers": export.shrunk_layers,
-                    "csr_weights": export.n_csr,
-                    "dense_weights": export.n_dense,
-                    "sparsert": ours,
-                    "pytorch": pt,
-                    "onnxruntime": onnxrt,
-                    "speedup_vs_pytorch": _speedup_value(pt, ours),
-                    "speedup_vs_onnxruntime": _speedup_value(onnxrt, ours),
-                }
-            )
-
+        digits_rows = _bench_digits(run, digits)
         phase("digits: export + benchmark")
-
-        # ---- 2. ResNet ---------------------------------------------------------------------
-        torch.manual_seed(seed)
-        size = config.resnet_size
-        resnet = ResNet(config.resnet_blocks, config.resnet_width).eval()
-        image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
-        image_np = image.numpy()
-        sparse_resnet = copy.deepcopy(resnet)
-        sp.magnitude_prune(sparse_resnet, sparsity=0.9, scope="layer", exclude_first=True)
-        sparse_resnet.eval()
-        resnet_rows: list[dict[str, Any]] = []
-        reps = config.resnet_repeats
-        bar = tqdm(total=6 if use_ort else 5, desc="ResNet export + benchmark", leave=False)
-        with torch.inference_mode():
-            pt_dense = _time_ms(lambda: resnet(image), 2, reps)
-        bar.update()
-        ort_dense = None
-        if use_ort:
-            ort_dense = _ort_timing(
-                resnet, image, os.path.join(scratch.name, "resnet.onnx"), threads, reps, 2, say
-            )
-            bar.update()
-        for label, model, filename in (
-            ("dense", resnet, "resnet_dense.spr"),
-            ("unstructured 90% (conv1 dense)", sparse_resnet, "resnet_sparse90.spr"),
-        ):
-            path = os.path.join(spr_dir, filename)
-            export = sparsert.export(model, image, path, threads=threads)
-            check_export(f"ResNet {label}", export)
-            bar.update()
-            runtime = sparsert.load(path, threads=threads)
-            ours = _time_ms(lambda runtime=runtime: runtime.run(image_np), 2, reps)
-            bar.update()
-            resnet_rows.append(
-                {
-                    "variant": label,
-                    "file": filename,
-                    "sparsity": _weight_sparsity(model),
-                    "spr_bytes": export.file_size,
-                    "spr_dense_bytes": export.dense_size,
-                    "export_max_rel_error": export.max_rel_error,
-                    "csr_weights": export.n_csr,
-                    "dense_weights": export.n_dense,
-                    "sparsert": ours,
-                    "pytorch_dense": pt_dense,
-                    "onnxruntime_dense": ort_dense,
-                    "speedup_vs_pytorch_dense": _speedup_value(pt_dense, ours),
-                    "speedup_vs_onnxruntime_dense": _speedup_value(ort_dense, ours),
-                }
-            )
-        bar.close()
+        resnet_rows, resnet_baselines = _bench_resnet(run)
         phase("resnet: prune + export + benchmark")
         elapsed = time.perf_counter() - started
-
-        # ---- report ------------------------------------------------------------------------
-        say()
-        say(
-            f"Digits CNN (8x8, batch 1 latency, median of {config.digits_repeats}; baselines "
-            f"{baselines} run the same variant, structured = shrunk model)"
+        results = _report(
+            run, digits, digits_rows, resnet_rows, resnet_baselines, quick, elapsed, phases, ort
         )
-        head = [
-            "variant",
-            "sparsity",
-            "accuracy",
-            ".spr size",
-            "sparsert ms",
-            "PyTorch ms",
-            "ORT ms",
-            "vs PyTorch",
-            "vs ORT",
-        ]
-        rows = [
-            [
-                r["variant"],
-                f"{r['sparsity']:.1%}",
-                f"{r['accuracy_sparsert']:.2%}",
-                _size(r["spr_bytes"]),
-                _ms(r["sparsert"]),
-                _ms(r["pytorch"]),
-                _ms(r["onnxruntime"]),
-                _speedup(r["pytorch"], r["sparsert"]),
-                _speedup(r["onnxruntime"], r["sparsert"]),
-            ]
-            for r in digits_rows
-        ]
-        digits_table = _table(head, rows)
-        say(digits_table)
-        say()
-        say(
-            f"{config.resnet_label}, random weights (batch 1 latency, median of {reps}; baselines run the "
-            f"dense model)"
-        )
-        head = [
-            "variant",
-            "sparsity",
-            ".spr size",
-            "sparsert ms",
-            "PyTorch dense ms",
-            "ORT dense ms",
-            "vs PyTorch",
-            "vs ORT",
-        ]
-        rows = [
-            [
-                r["variant"],
-                f"{r['sparsity']:.1%}",
-                _size(r["spr_bytes"]),
-                _ms(r["sparsert"]),
-                _ms(r["pytorch_dense"]),
-                _ms(r["onnxruntime_dense"]),
-                _speedup(r["pytorch_dense"], r["sparsert"]),
-                _speedup(r["onnxruntime_dense"], r["sparsert"]),
-            ]
-            for r in resnet_rows
-        ]
-        resnet_table = _table(head, rows)
-        say(resnet_table)
-        say()
-        unstr, struct = digits_rows[1], digits_rows[2]
-        say("summary:")
-        dense_bytes = digits_rows[0]["spr_bytes"]
-        say(
-            f"  digits: 90% unstructured keeps {unstr['accuracy_sparsert']:.2%} accuracy (dense "
-            f"{digits_rows[0]['accuracy_sparsert']:.2%}) in a {unstr['spr_bytes'] / dense_bytes:.0%}"
-            f"-size file; 50% filters: {struct['accuracy_sparsert']:.2%}, "
-            f"{struct['spr_bytes'] / dense_bytes:.0%} size"
-        )
-        say(
-            f"  ResNet: 90% sparse runs in {resnet_rows[1]['sparsert']['median_ms']:.1f} ms vs "
-            f"{resnet_rows[0]['sparsert']['median_ms']:.1f} ms dense in sparsert"
-            + (f", onnxruntime dense {ort_dense['median_ms']:.1f} ms" if ort_dense else "")
-            + f", PyTorch dense {pt_dense['median_ms']:.1f} ms"
-        )
-        if quick:
-            say(
-                "  quick mode: fewer epochs and pruning steps, a smaller ResNet at 112x112, fewer repeats; "
-                "run without --quick for the full ResNet-18 at 224x224"
-            )
-        if mismatches:
-            say(
-                f"  WARNING: {len(mismatches)} exported model(s) differ from PyTorch: {', '.join(mismatches)}"
-            )
-        say(f"  total time {elapsed:.1f} s")
-
-        results: dict[str, Any] = {
-            "mode": config.name,
-            "export_mismatches": mismatches,
-            "seed": seed,
-            "threads": threads,
-            "elapsed_s": elapsed,
-            "phase_s": phases,
-            "environment": {
-                "sparsert": sparsert.__version__,
-                "kernels": sparsert.cpu_features(),
-                "torch": torch.__version__,
-                "onnxruntime": getattr(ort, "__version__", None),
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-            },
-            "digits": {
-                "train": len(y_train),
-                "test": len(y_test),
-                "epochs": config.train_epochs,
-                "fine_tune_epochs_per_step": config.fine_tune_epochs,
-                "variants": digits_rows,
-                "pruning_curve": curve,
-            },
-            "resnet": {
-                "description": config.resnet_label,
-                "input": [1, 3, size, size],
-                "variants": resnet_rows,
-            },
-            "tables": {"digits": digits_table, "resnet": resnet_table},
-        }
         if out_dir is not None:
             with open(os.path.join(out_dir, "results.json"), "w") as f:
                 json.dump(results, f, indent=2)
             _plot(results, os.path.join(out_dir, "results.png"))
             say(
-                f"  wrote {', '.join(v[2] for v in variants)}, resnet_dense.spr, resnet_sparse90.spr, "
-                f"results.json, results.png to {out_dir}"
+                f"  wrote {', '.join(r['file'] for r in digits_rows)}, resnet_dense.spr, "
+                f"resnet_sparse90.spr, results.json, results.png to {out_dir}"
             )
         return results
     finally:
         scratch.cleanup()
         torch.set_num_threads(torch_threads)
+
+
+def _train_and_prune_digits(run: _Run) -> dict[str, Any]:
+    """Trains the digits CNN and prunes two copies of it (90 % unstructured, 50 % of the filters),
+    fine-tuning between steps; returns the data, the three models and the pruning curve."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    import sparsert.prune as sp
+    from sparsert._demo_models import DigitsCNN
+
+    config, seed, say = run.config, run.seed, run.say
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    x_train, y_train, x_test, y_test = _digits(seed)
+    loader = _Batches(x_train, y_train, 64, seed + 1)
+    example = x_test[:1]
+
+    def train(model: Any, epochs: int, desc: str, lr: float = 1e-3) -> None:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        model.train()
+        for _ in tqdm(range(epochs), desc=desc, leave=False):
+            for xb, yb in loader:
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(xb), yb).backward()
+                opt.step()
+
+    dense = DigitsCNN()
+    train(dense, config.train_epochs, "training digits CNN", lr=3e-3)
+    dense_acc = _accuracy_torch(dense, x_test, y_test)
+    say(
+        f"digits CNN: {len(y_train)} train / {len(y_test)} test images, {config.train_epochs} epochs, "
+        f"test accuracy {dense_acc:.2%} (PyTorch)"
+    )
+    curve: list[dict[str, Any]] = [{"kind": "dense", "sparsity": 0.0, "accuracy": dense_acc}]
+
+    def fine_tune_fn(kind: str) -> Callable[[Any, int], None]:
+        def fn(model: Any, step: int) -> None:
+            sp.fine_tune(
+                model, loader, F.cross_entropy, epochs=config.fine_tune_epochs, lr=1e-3, progress=False
+            )
+            curve.append(
+                {
+                    "kind": kind,
+                    "step": step,
+                    "sparsity": _weight_sparsity(model),
+                    "accuracy": _accuracy_torch(model, x_test, y_test),
+                }
+            )
+
+        return fn
+
+    unstructured = copy.deepcopy(dense)
+    sp.iterative_prune(
+        unstructured,
+        sp.CubicSchedule(0.0, 0.9, config.unstructured_steps),
+        fine_tune_fn("unstructured"),
+        method="magnitude",
+        scope="global",
+        exclude_first=True,
+    )
+    structured = copy.deepcopy(dense)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sp.iterative_prune(
+            structured,
+            sp.LinearSchedule(0.0, 0.5, config.structured_steps),
+            fine_tune_fn("structured"),
+            method="l1",
+            example_input=example,
+        )
+    return {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+        "example": example,
+        "curve": curve,
+        "variants": [
+            ("dense", dense, "digits_dense.spr"),
+            ("unstructured 90%", unstructured, "digits_unstructured90.spr"),
+            ("structured 50% filters", structured, "digits_structured50.spr"),
+        ],
+    }
+
+
+def _bench_digits(run: _Run, digits: dict[str, Any]) -> list[dict[str, Any]]:
+    """Exports the three digits variants, measures their accuracy with the runtime and their batch-1
+    latency next to PyTorch and onnxruntime running the same variant."""
+    import torch
+    from tqdm.auto import tqdm
+
+    import sparsert
+
+    config, threads = run.config, run.threads
+    x_test, y_test, example = digits["x_test"], digits["y_test"], digits["example"]
+    digits_rows: list[dict[str, Any]] = []
+    x_test_np = x_test.numpy()
+    for label, model, filename in tqdm(digits["variants"], desc="export + benchmark digits", leave=False):
+        model.eval()
+        path = os.path.join(run.spr_dir, filename)
+        export = sparsert.export(model, example, path, threads=threads)
+        run.check_export(label, export)
+        runtime = sparsert.load(path, threads=threads)
+        logits = runtime.run(x_test_np)
+        acc = float((logits.argmax(1) == y_test.numpy()).mean())
+        plain = _plain_copy(model, example)
+        x1 = x_test_np[:1].copy()
+        x1_t = torch.from_numpy(x1)
+        ours = _time_ms(lambda runtime=runtime, x1=x1: runtime.run(x1), 10, config.digits_repeats)
+        with torch.inference_mode():
+            pt = _time_ms(lambda plain=plain, x1_t=x1_t: plain(x1_t), 10, config.digits_repeats)
+        onnxrt = None
+        if run.use_ort:
+            onnx_path = os.path.join(run.scratch, filename + ".onnx")
+            onnxrt = _ort_timing(plain, x1_t, onnx_path, threads, config.digits_repeats, 10, run.say)
+        digits_rows.append(
+            {
+                "variant": label,
+                "file": filename,
+                "sparsity": _weight_sparsity(model),
+                "accuracy_sparsert": acc,
+                "accuracy_torch": _accuracy_torch(model, x_test, y_test),
+                "spr_bytes": export.file_size,
+                "spr_dense_bytes": export.dense_size,
+                "export_max_rel_error": export.max_rel_error,
+                "shrunk_layers": export.shrunk_layers,
+                "csr_weights": export.n_csr,
+                "dense_weights": export.n_dense,
+                "sparsert": ours,
+                "pytorch": pt,
+                "onnxruntime": onnxrt,
+                "speedup_vs_pytorch": _speedup_value(pt, ours),
+                "speedup_vs_onnxruntime": _speedup_value(onnxrt, ours),
+            }
+        )
+    return digits_rows
+
+
+def _bench_resnet(run: _Run) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A ResNet with random weights, dense and 90 % magnitude-pruned (first conv dense): exported and
+    timed against PyTorch and onnxruntime running the dense model."""
+    import torch
+    from tqdm.auto import tqdm
+
+    import sparsert
+    import sparsert.prune as sp
+    from sparsert._demo_models import ResNet
+
+    config, seed, threads, use_ort = run.config, run.seed, run.threads, run.use_ort
+    torch.manual_seed(seed)
+    size = config.resnet_size
+    resnet = ResNet(config.resnet_blocks, config.resnet_width).eval()
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    image_np = image.numpy()
+    sparse_resnet = copy.deepcopy(resnet)
+    sp.magnitude_prune(sparse_resnet, sparsity=0.9, scope="layer", exclude_first=True)
+    sparse_resnet.eval()
+    resnet_rows: list[dict[str, Any]] = []
+    reps = config.resnet_repeats
+    bar = tqdm(total=6 if use_ort else 5, desc="ResNet export + benchmark", leave=False)
+    with torch.inference_mode():
+        pt_dense = _time_ms(lambda: resnet(image), 2, reps)
+    bar.update()
+    ort_dense = None
+    if use_ort:
+        ort_dense = _ort_timing(
+            resnet, image, os.path.join(run.scratch, "resnet.onnx"), threads, reps, 2, run.say
+        )
+        bar.update()
+    for label, model, filename in (
+        ("dense", resnet, "resnet_dense.spr"),
+        ("unstructured 90% (conv1 dense)", sparse_resnet, "resnet_sparse90.spr"),
+    ):
+        path = os.path.join(run.spr_dir, filename)
+        export = sparsert.export(model, image, path, threads=threads)
+        run.check_export(f"ResNet {label}", export)
+        bar.update()
+        runtime = sparsert.load(path, threads=threads)
+        ours = _time_ms(lambda runtime=runtime: runtime.run(image_np), 2, reps)
+        bar.update()
+        resnet_rows.append(
+            {
+                "variant": label,
+                "file": filename,
+                "sparsity": _weight_sparsity(model),
+                "spr_bytes": export.file_size,
+                "spr_dense_bytes": export.dense_size,
+                "export_max_rel_error": export.max_rel_error,
+                "csr_weights": export.n_csr,
+                "dense_weights": export.n_dense,
+                "sparsert": ours,
+                "pytorch_dense": pt_dense,
+                "onnxruntime_dense": ort_dense,
+                "speedup_vs_pytorch_dense": _speedup_value(pt_dense, ours),
+                "speedup_vs_onnxruntime_dense": _speedup_value(ort_dense, ours),
+            }
+        )
+    bar.close()
+    return resnet_rows, {"pytorch_dense": pt_dense, "onnxruntime_dense": ort_dense, "size": size}
+
+
+def _report(
+    run: _Run,
+    digits: dict[str, Any],
+    digits_rows: list[dict[str, Any]],
+    resnet_rows: list[dict[str, Any]],
+    resnet_baselines: dict[str, Any],
+    quick: bool,
+    elapsed: float,
+    phases: dict[str, float],
+    ort: Any,
+) -> dict[str, Any]:
+    """Prints the tables and the summary; returns everything as the results dict."""
+    import torch
+
+    import sparsert
+
+    config, say, mismatches = run.config, run.say, run.mismatches
+    reps = config.resnet_repeats
+    pt_dense, ort_dense, size = (
+        resnet_baselines["pytorch_dense"],
+        resnet_baselines["onnxruntime_dense"],
+        resnet_baselines["size"],
+    )
+    y_train, y_test, curve = digits["y_train"], digits["y_test"], digits["curve"]
+    baselines = "PyTorch eager" + (" and onnxruntime" if run.use_ort else "")
+    say()
+    say(
+        f"Digits CNN (8x8, batch 1 latency, median of {config.digits_repeats}; baselines "
+        f"{baselines} run the same variant, structured = shrunk model)"
+    )
+    head = [
+        "variant",
+        "sparsity",
+        "accuracy",
+        ".spr size",
+        "sparsert ms",
+        "PyTorch ms",
+        "ORT ms",
+        "vs PyTorch",
+        "vs ORT",
+    ]
+    rows = [
+        [
+            r["variant"],
+            f"{r['sparsity']:.1%}",
+            f"{r['accuracy_sparsert']:.2%}",
+            _size(r["spr_bytes"]),
+            _ms(r["sparsert"]),
+            _ms(r["pytorch"]),
+            _ms(r["onnxruntime"]),
+            _speedup(r["pytorch"], r["sparsert"]),
+            _speedup(r["onnxruntime"], r["sparsert"]),
+        ]
+        for r in digits_rows
+    ]
+    digits_table = _table(head, rows)
+    say(digits_table)
+    say()
+    say(
+        f"{config.resnet_label}, random weights (batch 1 latency, median of {reps}; baselines run the "
+        f"dense model)"
+    )
+    head = [
+        "variant",
+        "sparsity",
+        ".spr size",
+        "sparsert ms",
+        "PyTorch dense ms",
+        "ORT dense ms",
+        "vs PyTorch",
+        "vs ORT",
+    ]
+    rows = [
+        [
+            r["variant"],
+            f"{r['sparsity']:.1%}",
+            _size(r["spr_bytes"]),
+            _ms(r["sparsert"]),
+            _ms(r["pytorch_dense"]),
+            _ms(r["onnxruntime_dense"]),
+            _speedup(r["pytorch_dense"], r["sparsert"]),
+            _speedup(r["onnxruntime_dense"], r["sparsert"]),
+        ]
+        for r in resnet_rows
+    ]
+    resnet_table = _table(head, rows)
+    say(resnet_table)
+    say()
+    unstr, struct = digits_rows[1], digits_rows[2]
+    say("summary:")
+    dense_bytes = digits_rows[0]["spr_bytes"]
+    say(
+        f"  digits: 90% unstructured keeps {unstr['accuracy_sparsert']:.2%} accuracy (dense "
+        f"{digits_rows[0]['accuracy_sparsert']:.2%}) in a {unstr['spr_bytes'] / dense_bytes:.0%}"
+        f"-size file; 50% filters: {struct['accuracy_sparsert']:.2%}, "
+        f"{struct['spr_bytes'] / dense_bytes:.0%} size"
+    )
+    say(
+        f"  ResNet: 90% sparse runs in {resnet_rows[1]['sparsert']['median_ms']:.1f} ms vs "
+        f"{resnet_rows[0]['sparsert']['median_ms']:.1f} ms dense in sparsert"
+        + (f", onnxruntime dense {ort_dense['median_ms']:.1f} ms" if ort_dense else "")
+        + f", PyTorch dense {pt_dense['median_ms']:.1f} ms"
+    )
+    if quick:
+        say(
+            "  quick mode: fewer epochs and pruning steps, a smaller ResNet at 112x112, fewer repeats; "
+            "run without --quick for the full ResNet-18 at 224x224"
+        )
+    if mismatches:
+        say(f"  WARNING: {len(mismatches)} exported model(s) differ from PyTorch: {', '.join(mismatches)}")
+    say(f"  total time {elapsed:.1f} s")
+
+    results: dict[str, Any] = {
+        "mode": config.name,
+        "export_mismatches": mismatches,
+        "seed": run.seed,
+        "threads": run.threads,
+        "elapsed_s": elapsed,
+        "phase_s": phases,
+        "environment": {
+            "sparsert": sparsert.__version__,
+            "kernels": sparsert.cpu_features(),
+            "torch": torch.__version__,
+            "onnxruntime": getattr(ort, "__version__", None),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        },
+        "digits": {
+            "train": len(y_train),
+            "test": len(y_test),
+            "epochs": config.train_epochs,
+            "fine_tune_epochs_per_step": config.fine_tune_epochs,
+            "variants": digits_rows,
+            "pruning_curve": curve,
+        },
+        "resnet": {
+            "description": config.resnet_label,
+            "input": [1, 3, size, size],
+            "variants": resnet_rows,
+        },
+        "tables": {"digits": digits_table, "resnet": resnet_table},
+    }
+    return results
 
 
 def _plot(results: dict[str, Any], path: str) -> None:
