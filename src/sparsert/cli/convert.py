@@ -61,6 +61,7 @@ def _block(text: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     import sparsert
     from sparsert import format as spr
+    from sparsert.ir import LAYER_OPS
 
     check_file(args.onnx, "ONNX file")
     shapes = shape_map(args.input_shape, "--input-shape")
@@ -69,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
                            storage=args.storage, block=_block(args.block), verify=args.verify)
     elapsed = time.perf_counter() - start
     model_file = spr.read(dst, verify=False)
-    weights = {n.inputs[1] for n in model_file.nodes if n.op_type in ("Linear", "Conv", "ConvTranspose")
-               and len(n.inputs) > 1}
+    weights = {n.inputs[1] for n in model_file.nodes if n.op_type in LAYER_OPS and len(n.inputs) > 1}
     sparse = sum(1 for t in model_file.tensors if t.name in weights and t.storage != "dense")
     dynamic = [f"{i.name}[{', '.join(n or '?' for n, d in zip(i.dim_names, i.shape) if d < 0)}]"
                for i in model_file.inputs if any(d < 0 for d in i.shape)]
