@@ -13,6 +13,7 @@
 #include <limits>
 #include <random>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "kernels/conv/conv.h"
@@ -38,7 +39,7 @@ struct DirectCase {
   int64_t stride = 1;  // > 1: the phase-split input of conv_pad_input_phases
 };
 
-void check_direct(const DirectCase& c) {
+void check_direct(const DirectCase& c, size_t kernel) {
   std::ostringstream what;
   what << "channels=" << c.channels << " in=" << c.in_h << "x" << c.in_w << " k=" << c.kernel_h
        << "x" << c.kernel_w << " pad=" << c.pad << " dilation=" << c.dilation << " cout=" << c.cout
@@ -126,7 +127,8 @@ void check_direct(const DirectCase& c) {
       }
     }
   }
-  for (const ConvKernel& k : kernels::conv_kernels()) {
+  {
+    const ConvKernel& k = kernels::conv_kernels().at(kernel);
     SCOPED_TRACE(k.sparse_direct_name);
     std::vector<float> y(expected.size(), kNaN);
     k.sparse_direct(values.data(), offsets.data(), row_ptr.data(), row_begin, row_end, xp.data(), n,
@@ -148,7 +150,20 @@ void check_direct(const DirectCase& c) {
   }
 }
 
-TEST(ConvSparseDirect, EdgeShapes) {
+// One run per conv kernel compiled in and supported here (the reference
+// first), named by the kernel: Kernel/ConvSparseDirect.EdgeShapes/conv_sparse_direct_f32_avx2.
+class ConvSparseDirect : public ::testing::TestWithParam<size_t> {};
+class ConvDepthwise : public ::testing::TestWithParam<size_t> {};
+INSTANTIATE_TEST_SUITE_P(Kernel, ConvSparseDirect, ::testing::Range<size_t>(0, kernels::conv_kernels().size()),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return std::string(kernels::conv_kernels()[info.param].sparse_direct_name);
+                         });
+INSTANTIATE_TEST_SUITE_P(Kernel, ConvDepthwise, ::testing::Range<size_t>(0, kernels::conv_kernels().size()),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return std::string(kernels::conv_kernels()[info.param].depthwise_name);
+                         });
+
+TEST_P(ConvSparseDirect, EdgeShapes) {
   const uint64_t seed = base_seed();
   std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
   const DirectCase cases[] = {
@@ -165,10 +180,10 @@ TEST(ConvSparseDirect, EdgeShapes) {
       {3, 11, 19, 5, 4, 2, 1, 6, 0.0, seed + 11, 3},  // stride 3
       {8, 8, 8, 1, 1, 0, 1, 10, 0.7, seed + 12, 2},   // strided 1x1
   };
-  for (const DirectCase& c : cases) check_direct(c);
+  for (const DirectCase& c : cases) check_direct(c, GetParam());
 }
 
-TEST(ConvSparseDirect, RandomShapes) {
+TEST_P(ConvSparseDirect, RandomShapes) {
   std::mt19937_64 rng(base_seed() + 100);
   const double sparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
   for (int i = 0; i < 40; ++i) {
@@ -186,7 +201,7 @@ TEST(ConvSparseDirect, RandomShapes) {
     c.sparsity = sparsities[rng() % 5];
     c.seed = base_seed() + 1000 + static_cast<uint64_t>(i);
     c.stride = 1 + static_cast<int64_t>(rng() % 3);
-    check_direct(c);
+    check_direct(c, GetParam());
   }
 }
 
@@ -194,7 +209,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // Every depthwise kernel against the reference, the reference against im2col;
 // the output clamp [out_min, out_max] is the fused activation.
-void check_depthwise(const ConvGeometry& g0, uint64_t seed, float out_min = -kInf,
+void check_depthwise(size_t kernel, const ConvGeometry& g0, uint64_t seed, float out_min = -kInf,
                      float out_max = kInf) {
   ConvGeometry g = g0;
   g.channels = 1;
@@ -237,7 +252,8 @@ void check_depthwise(const ConvGeometry& g0, uint64_t seed, float out_min = -kIn
               1e-5 * std::sqrt(g.kernel_h * g.kernel_w + 1.0) * mag + 1e-30)
         << "reference at " << p;
   }
-  for (const ConvKernel& k : kernels::conv_kernels()) {
+  {
+    const ConvKernel& k = kernels::conv_kernels().at(kernel);
     SCOPED_TRACE(k.depthwise_name);
     std::vector<float> y(expected.size(), kNaN);
     k.depthwise(g, xp.data(), w.data(), bias, out_min, out_max, y.data());
@@ -255,22 +271,22 @@ void check_depthwise(const ConvGeometry& g0, uint64_t seed, float out_min = -kIn
   }
 }
 
-TEST(ConvDepthwise, EdgeAndRandomShapes) {
+TEST_P(ConvDepthwise, EdgeAndRandomShapes) {
   const uint64_t seed = base_seed();
   ConvGeometry g;
   g.in_h = g.in_w = 1;  // 1x1 plane, 3x3 kernel, pad 1
   g.kernel_h = g.kernel_w = 3;
   g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 1;
-  check_depthwise(g, seed + 1);
+  check_depthwise(GetParam(), g, seed + 1);
   g.in_h = 9;
   g.in_w = 67;  // wide rows: 2-vector blocks + masked tail
   g.stride_h = g.stride_w = 2;
-  check_depthwise(g, seed + 2);
+  check_depthwise(GetParam(), g, seed + 2);
   g.stride_w = 1;
   g.in_w = 32;  // exact multiple of both vector widths
   g.pad_left = g.pad_right = 0;
   g.kernel_w = 1;
-  check_depthwise(g, seed + 3);
+  check_depthwise(GetParam(), g, seed + 3);
   std::mt19937_64 rng(seed + 200);
   for (int i = 0; i < 60; ++i) {
     ConvGeometry r;
@@ -288,14 +304,14 @@ TEST(ConvDepthwise, EdgeAndRandomShapes) {
              static_cast<int64_t>(rng() % 10);
     r.in_w = std::max<int64_t>(1, r.dilation_w * (r.kernel_w - 1) + 1 - r.pad_left - r.pad_right) +
              static_cast<int64_t>(rng() % 70);
-    check_depthwise(r, seed + 300 + static_cast<uint64_t>(i));
+    check_depthwise(GetParam(), r, seed + 300 + static_cast<uint64_t>(i));
   }
 }
 
 // The specialised 3x3 / 5x5, stride 1 / 2 kernels: output heights around the
 // row blocking (4 rows at stride 1, 2 at stride 2), widths around the vector
 // widths (4, 8, 16), asymmetric pads, and the fused clamps (none, ReLU, ReLU6).
-TEST(ConvDepthwise, SpecialisedKernels) {
+TEST_P(ConvDepthwise, SpecialisedKernels) {
   const uint64_t seed = base_seed();
   std::mt19937_64 rng(seed + 500);
   const int64_t widths[] = {1, 3, 7, 8, 15, 16, 17, 31, 33, 67};
@@ -315,7 +331,7 @@ TEST(ConvDepthwise, SpecialisedKernels) {
         g.in_h =
             std::max<int64_t>(1 + static_cast<int64_t>(rng() % 11), k - g.pad_top - g.pad_bottom);
         const float* clamp = clamps[n % 3];
-        check_depthwise(g, seed + 600 + n, clamp[0], clamp[1]);
+        check_depthwise(GetParam(), g, seed + 600 + n, clamp[0], clamp[1]);
         ++n;
       }
     }
@@ -327,7 +343,7 @@ TEST(ConvDepthwise, SpecialisedKernels) {
   g.kernel_h = g.kernel_w = 3;
   g.dilation_h = g.dilation_w = 2;
   g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 2;
-  check_depthwise(g, seed + 700, 0.0f, 6.0f);
+  check_depthwise(GetParam(), g, seed + 700, 0.0f, 6.0f);
 }
 
 }  // namespace

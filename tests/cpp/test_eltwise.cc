@@ -143,11 +143,20 @@ bool close(float got, double ref_d, double rtol, double atol, double* rel) {
   return err <= rtol * std::fabs(ref) + atol;
 }
 
-TEST(Eltwise, FunctionsMatchDoubleReference) {
+// One run per eltwise kernel compiled in and supported here (the reference
+// first), named by the kernel: Kernel/Eltwise.TailsWriteExactlyN/eltwise_f32_avx2.
+class Eltwise : public ::testing::TestWithParam<size_t> {};
+INSTANTIATE_TEST_SUITE_P(Kernel, Eltwise, ::testing::ValuesIn(kernel_indices(kernels::eltwise_kernels())),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return std::string(kernels::eltwise_kernels()[info.param].name);
+                         });
+
+TEST_P(Eltwise, FunctionsMatchDoubleReference) {
   const uint64_t seed = base_seed() * 1000003u + 71;
   const std::vector<float> x = wide_inputs(seed);
   const int64_t n = static_cast<int64_t>(x.size());
-  for (const EltwiseKernel& k : kernels::eltwise_kernels()) {
+  {
+    const EltwiseKernel& k = kernels::eltwise_kernels().at(GetParam());
     for (const Function& f : kFunctions) {
       std::vector<float> y(x.size(), std::numeric_limits<float>::quiet_NaN());
       (k.*(f.fn))(x.data(), y.data(), n);
@@ -174,8 +183,9 @@ TEST(Eltwise, FunctionsMatchDoubleReference) {
   }
 }
 
-TEST(Eltwise, TailsWriteExactlyN) {
-  for (const EltwiseKernel& k : kernels::eltwise_kernels()) {
+TEST_P(Eltwise, TailsWriteExactlyN) {
+  {
+    const EltwiseKernel& k = kernels::eltwise_kernels().at(GetParam());
     for (int64_t n = 0; n <= 67; ++n) {
       std::vector<float> x(n + 16, 0.25f), y(n + 16, -7.0f);
       k.gelu(x.data(), y.data(), n);
@@ -191,12 +201,13 @@ TEST(Eltwise, TailsWriteExactlyN) {
   }
 }
 
-TEST(Eltwise, SoftmaxRowMatchesReference) {
+TEST_P(Eltwise, SoftmaxRowMatchesReference) {
   const uint64_t seed = base_seed() * 1000003u + 72;
   std::mt19937_64 gen(seed);
   std::normal_distribution<float> normal(0.0f, 4.0f);
   const int64_t lengths[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 65, 128, 1000, 4099};
-  for (const EltwiseKernel& k : kernels::eltwise_kernels()) {
+  {
+    const EltwiseKernel& k = kernels::eltwise_kernels().at(GetParam());
     for (int64_t n : lengths) {
       std::vector<float> x(n);
       for (float& v : x) v = normal(gen);
@@ -227,12 +238,13 @@ TEST(Eltwise, SoftmaxRowMatchesReference) {
   }
 }
 
-TEST(Eltwise, LayerNormRowMatchesReference) {
+TEST_P(Eltwise, LayerNormRowMatchesReference) {
   const uint64_t seed = base_seed() * 1000003u + 73;
   std::mt19937_64 gen(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t lengths[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 768, 1001};
-  for (const EltwiseKernel& k : kernels::eltwise_kernels()) {
+  {
+    const EltwiseKernel& k = kernels::eltwise_kernels().at(GetParam());
     for (int64_t n : lengths) {
       for (int affine = 0; affine < 2; ++affine) {
         std::vector<float> x(n), g(n), b(n);
@@ -260,7 +272,7 @@ TEST(Eltwise, LayerNormRowMatchesReference) {
   }
 }
 
-TEST(Eltwise, DispatchPicksTheBestIsa) {
+TEST(EltwiseDispatch, PicksTheBestIsa) {
   EXPECT_EQ(kernels::eltwise_best().isa, kernels::eltwise_kernel(kernels::best_isa()).isa);
   EXPECT_EQ(kernels::eltwise_kernels().front().isa, kernels::Isa::kScalar);
 }
