@@ -1,5 +1,7 @@
 // Model: a validated graph, its weights (in the model's private copy of the
 // file, or the mapped file with LoadOptions::mmap) and execution plans.
+// This file loads, builds and runs; plan.cc makes plans, profile.cc profiles
+// and summarises; model_impl.h holds what they share.
 //
 // Load: the rewrite passes run (runtime/passes.h), every op type must be
 // known (all unknown types are reported at once), then each node's factory
@@ -29,6 +31,7 @@
 #include "kernels/kernels.h"
 #include "ops/op.h"
 #include "runtime/memory.h"
+#include "runtime/model_impl.h"
 #include "runtime/passes.h"
 #include "runtime/planner.h"
 #include "runtime/thread_pool.h"
@@ -41,6 +44,12 @@
 namespace sparsert {
 
 using ops::Shape;
+using runtime::Arena;
+using runtime::kIdleArenasPerPlan;
+using runtime::kPlanFoldMaxBytes;
+using runtime::Plan;
+using runtime::Slot;
+using runtime::SlotKind;
 
 const char* version() { return SPARSERT_VERSION_STRING; }
 
@@ -71,48 +80,6 @@ int default_threads() { return runtime::ThreadPool::available_cpus(); }
 
 namespace {
 
-// Values computed while planning are kept only when this small (shape
-// computations); bigger constant subgraphs run at run time.
-constexpr int64_t kPlanFoldMaxBytes = 1 << 20;
-// Idle activation arenas kept per plan, and in total per model.
-constexpr size_t kIdleArenasPerPlan = 2;
-
-enum class SlotKind { kInput, kConstant, kNodeOutput };
-
-struct Slot {
-  std::string name;
-  SlotKind kind;
-  int index;  // graph input index, tensor index or node index
-  DType dtype = DType::kFloat32;
-  Shape constant_shape;
-  const void* constant_data = nullptr;  // dense constants
-};
-
-struct Arena {
-  std::shared_ptr<void> memory;
-  uint64_t bytes = 0;
-};
-
-struct Plan {
-  std::vector<Shape> input_shapes;
-  std::vector<Shape> shapes;         // per slot
-  std::vector<int64_t> offsets;      // per slot: byte offset in the arena, -1 if not in it
-  std::vector<int> alias_source;     // per slot: slot whose bytes it shares, or -1
-  std::vector<int> external_output;  // per slot: graph output index written in place, or -1
-  std::vector<const void*> known;    // per slot: values known while planning, or null
-  std::vector<std::shared_ptr<void>> owned;  // memory behind plan-time values
-  std::vector<bool> skip_node;       // aliased, or computed while planning
-  std::vector<int64_t> scratch_offset;
-  std::vector<size_t> scratch_size;
-  uint64_t arena_bytes = 0;
-
-  std::mutex arenas_mutex;
-  std::vector<Arena> free_arenas;
-
-  std::mutex profile_mutex;
-  std::vector<double> node_ms;  // empty until profiled
-};
-
 ops::LoadConfig make_config(const LoadOptions& options) {
   ops::LoadConfig c;
   c.tune = options.tune;
@@ -142,42 +109,6 @@ ops::LoadConfig make_config(const LoadOptions& options) {
 
 }  // namespace
 
-struct Model::Impl {
-  format::ModelFile file;
-  std::vector<TensorSpec> inputs;
-  std::vector<TensorSpec> outputs;
-  std::map<std::string, std::string> metadata;
-  std::vector<std::unique_ptr<ops::Op>> ops;
-  std::vector<Slot> slots;
-  std::vector<std::vector<int>> node_inputs;   // slot ids, -1 = absent
-  std::vector<std::vector<int>> node_outputs;  // slot ids
-  std::vector<int> output_slots;
-  int threads = 1;
-  std::string isa;
-  std::vector<std::string> log;
-  size_t max_plans = 8;
-
-  mutable std::mutex plans_mutex;
-  mutable std::list<std::shared_ptr<Plan>> plans;  // most recent first
-  mutable std::vector<Shape> last_shapes;
-  mutable std::atomic<uint64_t> idle_bytes{0};
-
-  void build(const LoadOptions& options);
-  std::shared_ptr<Plan> get_plan(const std::vector<Shape>& input_shapes) const;
-  std::shared_ptr<Plan> make_plan(const std::vector<Shape>& input_shapes) const;
-  std::vector<Shape> check_inputs(const std::vector<Tensor>& inputs) const;
-  std::vector<Shape> check_shapes(const std::vector<Shape>& shapes) const;
-  void execute(Plan& plan, const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs,
-               std::vector<double>* node_ms) const;
-  void give_back(Plan& plan, Arena arena) const;
-  std::string node_label(size_t n) const {
-    return "node '" + file.nodes[n].name + "' (" + file.nodes[n].op_type + ")";
-  }
-  // Idle arena memory a model may keep: twice its largest plan, at most 1 GiB.
-  uint64_t idle_budget(const Plan& plan) const {
-    return std::min<uint64_t>(uint64_t{1} << 30, 2 * plan.arena_bytes);
-  }
-};
 
 void Model::Impl::build(const LoadOptions& options) {
   if (options.threads < 0 || options.threads > kMaxThreads)
@@ -314,7 +245,9 @@ void Model::Impl::build(const LoadOptions& options) {
       plan = get_plan(shapes_at(kTrySizes[t]));
       planned_at = t;
     } catch (const Error& e) {
-      if (e.code() != ErrorCode::kInvalidArgument && !(dynamic && e.code() == ErrorCode::kResource)) throw;
+      // Too big even at the smallest size: no size will do (as for a static model).
+      if (e.code() == ErrorCode::kResource && t > 0) break;
+      if (e.code() != ErrorCode::kInvalidArgument) throw;
       if (!dynamic)
         throw Error(ErrorCode::kFormat, std::string("model does not run on its declared input shapes: ") + e.what());
     }
@@ -344,185 +277,6 @@ void Model::Impl::build(const LoadOptions& options) {
       }
     }
   }
-}
-
-std::shared_ptr<Plan> Model::Impl::get_plan(const std::vector<Shape>& input_shapes) const {
-  {
-    std::lock_guard<std::mutex> lock(plans_mutex);
-    for (auto it = plans.begin(); it != plans.end(); ++it) {
-      if ((*it)->input_shapes == input_shapes) {
-        auto plan = *it;
-        plans.erase(it);
-        plans.push_front(plan);
-        last_shapes = input_shapes;
-        return plan;
-      }
-    }
-  }
-  auto plan = make_plan(input_shapes);
-  std::lock_guard<std::mutex> lock(plans_mutex);
-  plans.push_front(plan);
-  while (plans.size() > max_plans) {
-    std::lock_guard<std::mutex> arenas(plans.back()->arenas_mutex);
-    for (const Arena& a : plans.back()->free_arenas) idle_bytes -= a.bytes;
-    plans.back()->free_arenas.clear();
-    plans.pop_back();
-  }
-  last_shapes = input_shapes;
-  return plan;
-}
-
-std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_shapes) const {
-  auto plan = std::make_shared<Plan>();
-  plan->input_shapes = input_shapes;
-  const size_t n_slots = slots.size();
-  const size_t n_nodes = file.nodes.size();
-  plan->shapes.assign(n_slots, {});
-  plan->offsets.assign(n_slots, -1);
-  plan->alias_source.assign(n_slots, -1);
-  plan->external_output.assign(n_slots, -1);
-  plan->known.assign(n_slots, nullptr);
-  plan->skip_node.assign(n_nodes, false);
-  plan->scratch_offset.assign(n_nodes, -1);
-  plan->scratch_size.assign(n_nodes, 0);
-
-  // Input sizes first: ops multiply dims freely, so a (declared or given)
-  // shape whose size overflows must never reach them.
-  for (size_t i = 0; i < input_shapes.size() && i < inputs.size(); ++i)
-    runtime::checked_bytes(input_shapes[i], inputs[i].dtype, "input '" + inputs[i].name + "'");
-  for (size_t s = 0; s < n_slots; ++s) {
-    if (slots[s].kind == SlotKind::kInput) plan->shapes[s] = input_shapes[slots[s].index];
-    if (slots[s].kind == SlotKind::kConstant) {
-      plan->shapes[s] = slots[s].constant_shape;
-      plan->known[s] = slots[s].constant_data;
-    }
-  }
-  // graph outputs produced by a node are written straight into the result
-  for (size_t i = 0; i < output_slots.size(); ++i) {
-    const int s = output_slots[i];
-    if (slots[s].kind == SlotKind::kNodeOutput && plan->external_output[s] < 0)
-      plan->external_output[s] = static_cast<int>(i);
-  }
-
-  std::vector<uint64_t> bytes(n_slots, 0);
-  for (size_t n = 0; n < n_nodes; ++n) {
-    const ops::Op& op = *ops[n];
-    std::vector<ops::TensorMeta> metas;
-    std::vector<Shape> in_shapes;
-    bool all_known = true;
-    for (int s : node_inputs[n]) {
-      if (s < 0) {
-        metas.push_back(ops::TensorMeta{DType::kFloat32, {}, nullptr, false});
-        in_shapes.emplace_back();
-        continue;
-      }
-      const int root = plan->alias_source[s] >= 0 ? plan->alias_source[s] : s;
-      const void* value = plan->known[root];
-      if (value == nullptr && runtime::checked_elements(plan->shapes[s], "tensor") > 0) all_known = false;
-      metas.push_back(ops::TensorMeta{slots[s].dtype, plan->shapes[s], value, true});
-      in_shapes.push_back(plan->shapes[s]);
-    }
-    std::vector<Shape> out_shapes;
-    try {
-      out_shapes = op.infer_shapes_with_values(metas);
-    } catch (const Error& e) {
-      throw Error(e.code(), node_label(n) + ": " + e.what());
-    }
-    if (out_shapes.size() != node_outputs[n].size())
-      throw Error(ErrorCode::kInternal, node_label(n) + ": op returned the wrong number of outputs");
-    uint64_t out_bytes = 0;
-    for (size_t o = 0; o < out_shapes.size(); ++o) {
-      const int s = node_outputs[n][o];
-      if (out_shapes[o].size() > format::kMaxRank)
-        throw Error(ErrorCode::kInvalidArgument, node_label(n) + ": output rank " +
-                                                     std::to_string(out_shapes[o].size()) + " exceeds 8");
-      for (int64_t d : out_shapes[o])
-        if (d < 0)
-          throw Error(ErrorCode::kInvalidArgument, node_label(n) + ": output shape " +
-                                                       ops::shape_string(out_shapes[o]) + " is invalid");
-      plan->shapes[s] = out_shapes[o];
-      bytes[s] = runtime::checked_bytes(out_shapes[o], slots[s].dtype,
-                                        node_label(n) + " output '" + slots[s].name + "'");
-      out_bytes += bytes[s];
-    }
-    const size_t scratch = op.scratch_bytes(in_shapes, threads);
-    plan->scratch_size[n] = scratch;
-
-    // Computed now when every input is known (and the result is small), or
-    // when the op needs only shapes.
-    const bool fold = (op.shape_only() || (all_known && op.foldable())) && out_bytes <= kPlanFoldMaxBytes &&
-                      scratch <= static_cast<size_t>(kPlanFoldMaxBytes);
-    if (fold) {
-      std::vector<ops::InputRef> in_refs;
-      for (size_t i = 0; i < metas.size(); ++i)
-        in_refs.push_back(ops::InputRef{metas[i].value, metas[i].shape, metas[i].dtype});
-      std::vector<ops::OutputRef> out_refs;
-      for (size_t o = 0; o < out_shapes.size(); ++o) {
-        const int s = node_outputs[n][o];
-        plan->owned.push_back(runtime::allocate_bytes(bytes[s]));
-        plan->known[s] = plan->owned.back().get();
-        out_refs.push_back(ops::OutputRef{plan->owned.back().get(), out_shapes[o], slots[s].dtype});
-      }
-      std::shared_ptr<void> scratch_memory = runtime::allocate_bytes(scratch);
-      ops::RunContext ctx(runtime::ThreadPool::global(), 1, scratch_memory.get(), scratch);
-      try {
-        op.run(ctx, in_refs, out_refs);
-      } catch (const Error& e) {
-        throw Error(e.code(), node_label(n) + ": " + e.what());
-      }
-      plan->skip_node[n] = true;
-      continue;
-    }
-    const int alias = op.alias_of_input();
-    if (alias >= 0 && node_outputs[n].size() == 1 && alias < static_cast<int>(node_inputs[n].size())) {
-      const int out = node_outputs[n][0];
-      const int src = node_inputs[n][alias];
-      if (src >= 0 && plan->external_output[out] < 0 && slots[src].dtype == slots[out].dtype &&
-          (slots[src].kind != SlotKind::kConstant || slots[src].constant_data != nullptr)) {
-        plan->alias_source[out] = plan->alias_source[src] >= 0 ? plan->alias_source[src] : src;
-        plan->skip_node[n] = true;
-      }
-    }
-  }
-
-  // liveness: last node reading each (root) slot; graph outputs live to the end
-  std::vector<int64_t> last_use(n_slots, -1);
-  auto root = [&](int s) { return plan->alias_source[s] >= 0 ? plan->alias_source[s] : s; };
-  for (size_t n = 0; n < n_nodes; ++n)
-    for (int s : node_inputs[n])
-      if (s >= 0) last_use[root(s)] = std::max<int64_t>(last_use[root(s)], static_cast<int64_t>(n));
-  for (int s : output_slots) last_use[root(s)] = static_cast<int64_t>(n_nodes);
-
-  runtime::ArenaPlanner arena;
-  for (size_t n = 0; n < n_nodes; ++n) {
-    for (int s : node_outputs[n]) {
-      if (plan->alias_source[s] >= 0 || plan->external_output[s] >= 0 || plan->known[s] != nullptr) continue;
-      plan->offsets[s] = arena.allocate(bytes[s]);
-    }
-    if (plan->scratch_size[n] > 0 && !plan->skip_node[n]) {
-      plan->scratch_offset[n] = arena.allocate(plan->scratch_size[n]);
-      arena.release(plan->scratch_offset[n], plan->scratch_size[n]);
-    }
-    // free what dies here (its last reader was this node, or nobody reads it)
-    auto maybe_free = [&](int s) {
-      if (s < 0 || slots[s].kind != SlotKind::kNodeOutput) return;
-      if (plan->alias_source[s] >= 0 || plan->offsets[s] < 0) return;
-      if (last_use[s] <= static_cast<int64_t>(n)) {
-        arena.release(plan->offsets[s], bytes[s]);
-        last_use[s] = INT64_MAX;  // freed once
-      }
-    };
-    for (int s : node_inputs[n]) maybe_free(s >= 0 ? root(s) : -1);
-    for (int s : node_outputs[n]) maybe_free(s);
-  }
-  plan->arena_bytes = arena.size();
-  uint64_t outputs_bytes = 0;
-  for (int s : output_slots) outputs_bytes += bytes[s];
-  if (plan->arena_bytes + outputs_bytes > runtime::physical_memory_bytes() / 4 * 3)
-    throw Error(ErrorCode::kResource,
-                "running with these input shapes needs " + std::to_string((plan->arena_bytes + outputs_bytes) >> 20) +
-                    " MiB of activations, more than this machine's memory allows; use a smaller batch");
-  return plan;
 }
 
 std::vector<Shape> Model::Impl::check_shapes(const std::vector<Shape>& shapes) const {
@@ -716,87 +470,5 @@ void Model::run(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs)
   }
   impl_->execute(*plan, inputs, outputs, nullptr);
 }
-
-double Model::profile(const std::vector<Tensor>& inputs, int repeats) const {
-  if (repeats < 1 || repeats > 1000000) throw Error(ErrorCode::kInvalidArgument, "repeats must be in [1, 10^6]");
-  auto shapes = impl_->check_inputs(inputs);
-  auto plan = impl_->get_plan(shapes);
-  const size_t n_nodes = impl_->file.nodes.size();
-  std::vector<std::vector<double>> times(n_nodes);
-  std::vector<double> totals;
-  std::vector<Tensor> outs;
-  for (int s : impl_->output_slots) outs.emplace_back(plan->shapes[s], impl_->slots[s].dtype);
-  impl_->execute(*plan, inputs, outs, nullptr);  // warm up
-  std::vector<double> node_ms(n_nodes, 0.0);
-  for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    impl_->execute(*plan, inputs, outs, &node_ms);
-    totals.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    for (size_t n = 0; n < n_nodes; ++n) times[n].push_back(node_ms[n]);
-  }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-  };
-  std::vector<double> med(n_nodes);
-  for (size_t n = 0; n < n_nodes; ++n) med[n] = median(times[n]);
-  {
-    std::lock_guard<std::mutex> lock(plan->profile_mutex);
-    plan->node_ms = med;
-  }
-  return median(totals);
-}
-
-std::vector<NodeInfo> Model::summary(const std::vector<std::vector<int64_t>>& input_shapes) const {
-  std::vector<Shape> shapes = input_shapes;
-  if (shapes.empty()) {
-    std::lock_guard<std::mutex> lock(impl_->plans_mutex);
-    shapes = impl_->last_shapes;
-  }
-  impl_->check_shapes(shapes);
-  auto plan = impl_->get_plan(shapes);
-  std::vector<double> node_ms;
-  {
-    std::lock_guard<std::mutex> lock(plan->profile_mutex);
-    node_ms = plan->node_ms;
-  }
-  std::vector<NodeInfo> rows;
-  for (size_t n = 0; n < impl_->file.nodes.size(); ++n) {
-    NodeInfo info;
-    info.name = impl_->file.nodes[n].name;
-    info.op = impl_->file.nodes[n].op_type;
-    std::vector<Shape> ins, outs;
-    for (int s : impl_->node_inputs[n]) {
-      ins.push_back(s < 0 ? Shape{} : plan->shapes[s]);
-      if (s >= 0 && impl_->slots[s].kind != SlotKind::kConstant) info.input_shapes.push_back(plan->shapes[s]);
-    }
-    for (int s : impl_->node_outputs[n]) {
-      outs.push_back(plan->shapes[s]);
-      info.output_shapes.push_back(plan->shapes[s]);
-    }
-    impl_->ops[n]->describe(ins, outs, &info);
-    if (plan->skip_node[n]) {
-      const int out = impl_->node_outputs[n].empty() ? -1 : impl_->node_outputs[n][0];
-      info.kernel = out >= 0 && plan->known[out] != nullptr ? "computed while planning" : "alias (no copy)";
-    }
-    if (!node_ms.empty()) info.time_ms = plan->skip_node[n] ? 0.0 : node_ms[n];
-    rows.push_back(std::move(info));
-  }
-  return rows;
-}
-
-void Model::release_memory() const {
-  std::lock_guard<std::mutex> lock(impl_->plans_mutex);
-  for (auto& plan : impl_->plans) {
-    std::lock_guard<std::mutex> arenas(plan->arenas_mutex);
-    for (const Arena& a : plan->free_arenas) impl_->idle_bytes -= a.bytes;
-    plan->free_arenas.clear();
-  }
-  // keep the most recent plan's shapes only (its plan is rebuilt on demand)
-  impl_->plans.clear();
-}
-
-size_t Model::cached_bytes() const { return static_cast<size_t>(impl_->idle_bytes.load()); }
 
 }  // namespace sparsert
