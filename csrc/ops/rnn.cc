@@ -128,7 +128,8 @@ class RnnOp final : public Op {
       for (int64_t i = 0; i < p->elements; ++i)
         if (pd[i] != 0.0f) ctx.fail("peephole weights (P) are not supported", ErrorCode::kUnsupported);
     }
-    std::vector<DType> outs(ctx.node().outputs.size(), DType::kFloat32);
+    outputs_ = ctx.node().outputs.size();
+    std::vector<DType> outs(outputs_, DType::kFloat32);
     ctx.set_output_dtypes(outs);
   }
 
@@ -148,6 +149,7 @@ class RnnOp final : public Op {
     const Shape state = layout_ ? Shape{batch, directions_, hidden_} : Shape{directions_, batch, hidden_};
     std::vector<Shape> out = {y, state};
     if (lstm_) out.push_back(state);
+    out.resize(outputs_);  // the node may ask only for Y (or Y and Y_h)
     return out;
   }
 
@@ -268,6 +270,7 @@ class RnnOp final : public Op {
   }
 
  private:
+  size_t outputs_ = 1;  // outputs the node declares (1..3): Y, Y_h, Y_c
   float initial(const std::vector<InputRef>& inputs, size_t i, int64_t d, int64_t b, int64_t k, int64_t batch) const {
     if (inputs.size() <= i || inputs[i].raw == nullptr) return 0.0f;
     const int64_t at = (layout_ ? (b * directions_ + d) : (d * batch + b)) * hidden_ + k;

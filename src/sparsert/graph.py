@@ -122,9 +122,11 @@ class GraphBuilder:
             arr = arr.astype(np.int64)
         if arr.dtype not in (np.float32, np.int32, np.int64, np.bool_):
             raise ValueError(f"constant {name!r}: unsupported dtype {arr.dtype}")
-        if arr.dtype == np.float32 and not np.all(np.isfinite(arr)):
-            bad = int(np.count_nonzero(~np.isfinite(arr)))
-            raise ValueError(f"constant {name!r} has {bad} NaN/Inf value(s)")
+        # NaN in a constant is a broken weight (a diverged training run); +-Inf is legitimate
+        # (attention-mask fill values, clamp bounds) and is kept.
+        if arr.dtype == np.float32 and np.isnan(arr).any():
+            bad = int(np.count_nonzero(np.isnan(arr)))
+            raise ValueError(f"constant {name!r} has {bad} NaN value(s)")
         name = self._claim(self.unique_name(name))
         if storage == "auto":
             use_sparse = (

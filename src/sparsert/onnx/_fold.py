@@ -130,7 +130,11 @@ def infer_shapes(g: Graph) -> None:
         if not t.HasField("shape"):
             continue
         dims = tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in t.shape.dim)
-        g.shapes.setdefault(vi.name, dims)
+        old = g.shapes.get(vi.name)
+        if old is not None and len(old) == len(dims):
+            # a later round (after more folding) may know dims an earlier one did not
+            dims = tuple(o if o >= 0 else d for o, d in zip(old, dims))
+        g.shapes[vi.name] = dims
 
 
 def _static(shape: tuple[int, ...] | None) -> bool:
@@ -210,6 +214,37 @@ def _shape_value(node: Node, g: Graph) -> np.ndarray | None:
     return np.array(dims, dtype=np.int64)
 
 
+def _gather_of_shape(node: Node, g: Graph, producers: dict[str, Node]) -> np.ndarray | None:
+    """``Gather(Shape(x), i)`` when the dims it picks are static, even if others are symbolic
+    (the channel count of a tensor with a dynamic batch): exporters test such dims in ``If``
+    conditions and reshapes."""
+    src = producers.get(node.inputs[0])
+    idx = g.consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    if src is None or src.op != "Shape" or idx is None or int(node.attrs.get("axis", 0)) != 0:
+        return None
+    shape = g.shapes.get(src.inputs[0])
+    if shape is None or idx.dtype.kind not in "iu":
+        return None
+    rank = len(shape)
+
+    def clamp(v: int) -> int:
+        v = v + rank if v < 0 else v
+        return min(max(v, 0), rank)
+
+    start = clamp(int(src.attrs.get("start", 0)))
+    end = clamp(int(src.attrs["end"])) if "end" in src.attrs else rank
+    dims = list(shape[start:end])
+    picked = []
+    for i in idx.reshape(-1).tolist():
+        if not -len(dims) <= i < len(dims):
+            return None  # out of range: left to the runtime, which reports it
+        d = dims[i]
+        if d is None or d < 0:
+            return None
+        picked.append(d)
+    return np.array(picked, dtype=np.int64).reshape(idx.shape)
+
+
 def _inline_if(node: Node, g: Graph) -> list[Node] | None:
     """The nodes of the branch an If with a constant condition takes (outer names kept)."""
     cond = g.consts.get(node.inputs[0])
@@ -236,6 +271,7 @@ def _inline_if(node: Node, g: Graph) -> list[Node] | None:
 def _fold_round(g: Graph, max_bytes: int) -> bool:
     changed = False
     kept: list[Node] = []
+    producers = {o: n for n in g.nodes for o in n.outputs if o}
     for node in g.nodes:
         if node.is_spr or node.domain not in ("", "ai.onnx"):
             kept.append(node)
@@ -248,6 +284,12 @@ def _fold_round(g: Graph, max_bytes: int) -> bool:
                 continue
         if node.op in ("Shape", "Size") and node.inputs[0] not in g.consts:
             value = _shape_value(node, g)
+            if value is not None:
+                g.consts[node.outputs[0]] = value
+                changed = True
+                continue
+        if node.op == "Gather" and node.inputs[0] not in g.consts:
+            value = _gather_of_shape(node, g, producers)
             if value is not None:
                 g.consts[node.outputs[0]] = value
                 changed = True
