@@ -43,13 +43,6 @@
 
 namespace sparsert {
 
-using ops::Shape;
-using runtime::Arena;
-using runtime::kIdleArenasPerPlan;
-using runtime::kPlanFoldMaxBytes;
-using runtime::Plan;
-using runtime::Slot;
-using runtime::SlotKind;
 
 const char* version() { return SPARSERT_VERSION_STRING; }
 

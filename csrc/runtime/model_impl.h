@@ -65,11 +65,16 @@ struct Plan {
 
 }  // namespace runtime
 
+// The names model.cc, plan.cc and profile.cc use unqualified.
+using ops::Shape;
+using runtime::Arena;
+using runtime::kIdleArenasPerPlan;
+using runtime::kPlanFoldMaxBytes;
+using runtime::Plan;
+using runtime::Slot;
+using runtime::SlotKind;
+
 struct Model::Impl {
-  using Shape = ops::Shape;
-  using Slot = runtime::Slot;
-  using Plan = runtime::Plan;
-  using Arena = runtime::Arena;
   format::ModelFile file;
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;

@@ -25,13 +25,6 @@
 
 namespace sparsert {
 
-using ops::Shape;
-using runtime::Arena;
-using runtime::kIdleArenasPerPlan;
-using runtime::kPlanFoldMaxBytes;
-using runtime::Plan;
-using runtime::Slot;
-using runtime::SlotKind;
 
 std::shared_ptr<Plan> Model::Impl::get_plan(const std::vector<Shape>& input_shapes) const {
   {

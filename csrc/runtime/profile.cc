@@ -9,13 +9,6 @@
 
 namespace sparsert {
 
-using ops::Shape;
-using runtime::Arena;
-using runtime::kIdleArenasPerPlan;
-using runtime::kPlanFoldMaxBytes;
-using runtime::Plan;
-using runtime::Slot;
-using runtime::SlotKind;
 
 double Model::profile(const std::vector<Tensor>& inputs, int repeats) const {
   if (repeats < 1 || repeats > 1000000) throw Error(ErrorCode::kInvalidArgument, "repeats must be in [1, 10^6]");
