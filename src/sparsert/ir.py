@@ -13,6 +13,9 @@ weights and so must happen before writing (the file gets smaller):
   pruned weight stay zeros.
 * ``fold_bias`` — ``Add`` / ``Sub`` of a constant that varies along the layer's
   output channels only becomes the layer's bias (``MatMul`` + ``Add`` exports).
+* ``remove_dead_channels`` — output channels of a ``Conv`` / ``Linear`` whose weights
+  are all zero (left by any pruning tool) are removed physically, with the readers'
+  input channels, when the graph proves the result unchanged (:mod:`sparsert._channels`).
 
 Fusing residual adds and activations into layers is the loader's job
 (``csrc/runtime/passes.cc``): the frontends never do it, so each rule exists
@@ -312,10 +315,19 @@ def fold_bias(g: Graph) -> int:
     return folded
 
 
+def remove_dead_channels(g: Graph) -> int:
+    """All-zero output channels of Conv / Linear layers removed with the readers' input
+    channels, where the graph proves it exact (:mod:`sparsert._channels`)."""
+    from sparsert._channels import remove_dead_channels as run
+
+    return run(g)
+
+
 # name -> pass; run in this order by optimize()
 PASSES: dict[str, Callable[[Graph], int]] = {
     "fold_batchnorm": fold_batchnorm,
     "fold_bias": fold_bias,
+    "remove_dead_channels": remove_dead_channels,
 }
 
 
