@@ -141,7 +141,7 @@ def test_help(sub: str) -> None:
         ([], "required"),
         (["frobnicate"], "invalid choice"),
         (["run", "m.spr"], "--input"),
-        (["bench", "m.spr", "--threads", "0"], "positive integer"),
+        (["bench", "m.spr", "--threads", "-1"], "integer >= 0"),
         (["bench", "m.spr", "--repeats", "two"], "positive integer"),
         (["convert", "m.onnx", "-o", "m.spr", "--prune", "magnitude"], "METHOD:SPARSITY"),
         (["convert", "m.onnx", "-o", "m.spr", "--input-shape", "x=1,a"], "integers"),

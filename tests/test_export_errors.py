@@ -146,3 +146,50 @@ def test_atomic_write_keeps_existing_file(tmp_path, monkeypatch) -> None:
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.spr"]  # no temp file left behind
     assert sparsert.load(path, threads=2).outputs[0].shape == (-1, 3)
+
+
+class Chained(nn.Module):
+    """Unsupported modules one after another: each reads the previous one's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 4)
+        self.enc = nn.TransformerEncoderLayer(4, 1, 8)
+        self.rnn = nn.RNN(4, 4)
+        self.gn = nn.GroupNorm(2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.enc(self.gru(x)[0])
+        return self.gn(self.rnn(y)[0].permute(1, 2, 0))
+
+
+def test_chained_unsupported_modules_all_listed_with_what_to_do(tmp_path) -> None:
+    with pytest.raises(UnsupportedOpError) as info:
+        sparsert.export(Chained(), torch.randn(3, 2, 4), str(tmp_path / "c.spr"))
+    message = str(info.value)
+    print(message)
+    assert "4 unsupported operations" in message
+    for module, kind in (("gru", "GRU"), ("enc", "TransformerEncoderLayer"), ("rnn", "RNN"), ("gn", "GroupNorm")):
+        assert f"(module '{module}')" in message and kind in message
+    assert message.count("sparsert.convert") == 2  # GRU and the encoder layer convert from ONNX
+    assert "control flow" not in message
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: nn.GRU(4, 8, batch_first=True), "LSTM and GRU"),
+        (lambda: nn.LSTM(4, 8), "LSTM and GRU"),
+        (lambda: nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), "transformer encoders"),
+        (lambda: nn.MultiheadAttention(16, 2), "attention"),
+        (lambda: torch.jit.script(nn.Sequential(nn.Linear(4, 4))), "TorchScript"),
+    ],
+    ids=["GRU", "LSTM", "TransformerEncoderLayer", "MultiheadAttention", "ScriptModule"],
+)
+def test_top_level_modules_fx_cannot_trace_say_what_to_do(tmp_path, make, expected) -> None:
+    with pytest.raises(UnsupportedOpError) as info:
+        sparsert.export(make(), torch.randn(1, 3, 4), str(tmp_path / "t.spr"))
+    message = str(info.value)
+    assert expected in message and "sparsert.convert" in message
+    assert "control flow" not in message
+    assert not (tmp_path / "t.spr").exists()

@@ -240,14 +240,19 @@ def test_loading_a_fifo_is_an_error_not_a_hang(tmp_path: Any) -> None:
 def test_thread_count_is_bounded(rng: np.random.Generator) -> None:
     b = _sparse_model(rng)
     limit = sparsert._native.core().max_threads
-    with pytest.raises(ValueError, match=f"threads must be an integer in \\[1, {limit}\\]"):
+    with pytest.raises(ValueError, match=f"threads must be an integer in \\[0, {limit}\\]"):
         b.load(threads=10000)
     with pytest.raises(ValueError, match="threads"):
-        b.load(threads=0)
+        b.load(threads=-1)
+    # 0 and None: every usable core (as C++'s LoadOptions::threads = 0 and onnxruntime's 0)
+    assert b.load(threads=0).threads == b.load().threads == sparsert.default_threads()
+    # more than the usable cores: capped to them, with a warning (oversubscribing only slows runs)
+    with pytest.warns(UserWarning, match="more than the"):
+        assert b.load(threads=sparsert.default_threads() + 5).threads == sparsert.default_threads()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS semantics")
-def test_thread_start_failure_raises_instead_of_deadlocking(tmp_path: Any, rng: np.random.Generator) -> None:
+def test_many_threads_under_a_tight_address_space_cap_or_fail_cleanly(tmp_path: Any, rng: np.random.Generator) -> None:
     path = str(tmp_path / "m.spr")
     _sparse_model(rng).save(path)
     # address space for the interpreter and the model, not for 200 threads with 8 MiB stacks
@@ -257,7 +262,7 @@ def test_thread_start_failure_raises_instead_of_deadlocking(tmp_path: Any, rng: 
         used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (used + 256 * 2**20, resource.RLIM_INFINITY))
         try:
-            m = sparsert.load({path!r}, threads=200)
+            m = sparsert.load({path!r}, threads=200)  # capped to the usable cores
             m.run(np.ones((64, 32), np.float32))
             print("RAN")
         except (RuntimeError, MemoryError, OSError) as e:

@@ -185,7 +185,7 @@ def test_bad_inputs_raise_clear_errors(rng):
     with pytest.raises(ValueError, match=r"missing input"):
         m.run({"y": np.zeros((1, 6), np.float32)})
     with pytest.raises(ValueError, match="threads"):
-        sparsert.load_bytes(b"", threads=0)
+        sparsert.load_bytes(b"", threads=-1)
 
 
 def test_non_contiguous_and_fortran_inputs(rng):

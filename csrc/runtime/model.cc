@@ -208,7 +208,13 @@ void Model::Impl::build(const LoadOptions& options) {
       throw Error(ErrorCode::kFormat, "graph output '" + name + "' is not produced by the graph");
     output_slots.push_back(it->second);
   }
-  threads = options.threads == 0 ? runtime::ThreadPool::available_cpus() : options.threads;
+  // threads is a maximum: more threads than the cores this process may use only make every
+  // node wait for descheduled threads (measured: 130x slower at 1000 threads on 2 cores).
+  const int cores = runtime::ThreadPool::available_cpus();
+  threads = options.threads == 0 ? cores : std::min(options.threads, cores);
+  if (options.threads > cores)
+    log.push_back("threads: " + std::to_string(options.threads) + " requested, " + std::to_string(cores) +
+                  " used (the cores this process may run on; more would oversubscribe them)");
   runtime::ThreadPool::global().reserve(threads);
 
   // Plan once for the declared shapes: a graph whose shapes do not fit together is

@@ -299,19 +299,18 @@ def run_demo(
 
     out: a folder (created if needed) that receives digits_{dense,unstructured90,structured50}.spr,
         resnet_{dense,sparse90}.spr, results.json and results.png.
-    threads: threads for PyTorch, sparsert and onnxruntime (default: every core).
+    threads: threads for PyTorch, sparsert and onnxruntime (None or 0: every usable core; more
+        than the usable cores is capped to them, as ``sparsert.load``).
     """
     _require()
     import torch
 
     import sparsert
+    from sparsert.runtime import _threads
 
     stream = stream or sys.stdout
     config = QUICK if quick else FULL
-    if threads is None:
-        threads = os.cpu_count() or 1
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    threads = min(_threads(threads) or sparsert.default_threads(), sparsert.default_threads())
     started = time.perf_counter()
     phases: dict[str, float] = {}
     mark = [started]

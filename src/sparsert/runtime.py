@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -111,13 +112,22 @@ def _kernel_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _threads(threads: int | None) -> int:
+    """The one rule of Python, the CLI and C++ (LoadOptions::threads): None or 0 = every usable
+    core; more than the usable cores is capped to them, with a warning."""
     if threads is None:
         return 0
     limit = int(_native.core().max_threads)
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
+    cores = int(_native.core().default_threads())
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= limit:
         raise ValueError(
-            f"threads must be an integer in [1, {limit}] or None (every core), got {threads!r}; "
-            f"this machine has {_native.core().default_threads()} usable core(s)"
+            f"threads must be an integer in [0, {limit}] or None (0 and None: every core), got {threads!r}; "
+            f"this machine has {cores} usable core(s)"
+        )
+    if threads > cores:
+        warnings.warn(
+            f"threads={int(threads)} is more than the {cores} core(s) this process may use: using {cores} "
+            "(more threads than cores only makes every node wait for descheduled threads)",
+            stacklevel=4,  # the caller of sparsert.load / load_bytes
         )
     return int(threads)
 

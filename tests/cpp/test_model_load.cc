@@ -331,5 +331,34 @@ TEST(ModelLoad, AbsurdSizesInAFileAreRefusedBeforeAllocating) {
   }
 }
 
+// One thread rule for C++ and Python: 0 = every usable core; more than those cores is capped
+// to them (oversubscribing only slows every node) and the load log says so; negative or above
+// kMaxThreads is refused.
+TEST(ModelLoad, ThreadsZeroIsEveryCoreAndMoreThanTheCoresIsCapped) {
+  const Bytes bytes = testing::cnn_model(3);
+  LoadOptions options;
+  options.threads = 0;
+  EXPECT_EQ(Model::load_from_buffer(bytes.data(), bytes.size(), options).threads(), default_threads());
+  options.threads = 1;
+  EXPECT_EQ(Model::load_from_buffer(bytes.data(), bytes.size(), options).threads(), 1);
+  options.threads = default_threads() + 3;
+  const Model capped = Model::load_from_buffer(bytes.data(), bytes.size(), options);
+  EXPECT_EQ(capped.threads(), default_threads());
+  bool noted = false;
+  for (const auto& line : capped.load_log()) noted |= line.find("threads: ") == 0;
+  EXPECT_TRUE(noted);
+  const Tensor x = ones({2, 3, 12, 12});
+  EXPECT_TRUE(same(capped.run({x})[0], Model::load_from_buffer(bytes.data(), bytes.size()).run({x})[0]));
+  for (int bad : {-1, kMaxThreads + 1}) {
+    options.threads = bad;
+    try {
+      Model::load_from_buffer(bytes.data(), bytes.size(), options);
+      ADD_FAILURE() << "threads = " << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sparsert

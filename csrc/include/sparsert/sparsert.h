@@ -116,7 +116,9 @@ struct TensorSpec {
 
 struct LoadOptions {
   // Kernel threads for this model; 0 = every core this process may run on
-  // (its CPU affinity and cgroup CPU quota). At most kMaxThreads.
+  // (its CPU affinity and cgroup CPU quota). A maximum: more than those cores is
+  // capped to them (noted in Model::load_log()); above kMaxThreads is refused.
+  // The same rule as Python's threads= (0 or None = every core).
   int threads = 0;
   bool verify_checksum = true;  // CRC-32 of the data section (the body is always checked)
   // Per layer, the runtime picks sparse or dense kernels from a cost model;

@@ -30,7 +30,8 @@ def positive_int(text: str) -> int:
 
 
 def thread_count(text: str) -> int:
-    value = positive_int(text)
+    """``--threads``: as ``threads=`` in Python, 0 = every core; more than the cores is capped."""
+    value = non_negative_int(text)
     from sparsert import _native
 
     limit = int(_native.core().max_threads)

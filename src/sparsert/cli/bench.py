@@ -31,7 +31,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("model", help="the .spr model")
     p.add_argument("--vs", metavar="MODEL.onnx", help="also time this ONNX model with onnxruntime")
-    p.add_argument("--threads", type=thread_count, help="threads for both runtimes (default: every core)")
+    p.add_argument("--threads", type=thread_count, help="threads for both runtimes (default or 0: every core)")
     p.add_argument("--batch", type=positive_int, help="batch size for inputs whose first dim is free (default 1)")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per round (default 50)")
     p.add_argument("--rounds", type=positive_int, default=3, help="rounds (default 3); the median over all runs")

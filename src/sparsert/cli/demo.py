@@ -21,7 +21,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer epochs and a smaller ResNet at 112x112")
     p.add_argument("--out", metavar="DIR", default="sparsert-demo",
                    help="where to write the .spr files, results.json and results.png (default ./sparsert-demo)")
-    p.add_argument("--threads", type=thread_count, help="threads for every runtime (default: every core)")
+    p.add_argument("--threads", type=thread_count, help="threads for every runtime (default or 0: every core)")
     p.add_argument("--seed", type=int, default=0, help="seed for data split, init and training (default 0)")
     p.set_defaults(func=run)
 

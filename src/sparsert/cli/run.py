@@ -24,7 +24,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the .spr model")
     p.add_argument("-i", "--input", required=True, help="input .npy (one input) or .npz (by input name)")
     p.add_argument("-o", "--output", help="write outputs to .npy (one output) or .npz (by output name)")
-    p.add_argument("--threads", type=thread_count, help="kernel threads (default: every core)")
+    p.add_argument("--threads", type=thread_count, help="kernel threads (default or 0: every core)")
     p.set_defaults(func=run)
 
 

@@ -29,6 +29,7 @@ from sparsert import ir
 from sparsert.graph import GraphBuilder
 
 from ._lower import UnsupportedOpError, effective_param, lower, trace
+from ._registry import opaque_advice
 
 __all__ = ["ExportResult", "UnsupportedOpError", "effective_param", "export"]
 
@@ -173,6 +174,9 @@ def export(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    advice = opaque_advice(model)
+    if advice is not None:  # before running it: these may not even take the example inputs
+        raise UnsupportedOpError(f"cannot export {type(model).__name__} with sparsert.export: {advice}")
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     if (

@@ -15,7 +15,7 @@ from torch import nn
 
 from sparsert.ir import Graph, Input, Node
 
-from ._registry import FUNCTIONS, METHODS, MODULES, _Unsupported
+from ._registry import FUNCTIONS, METHODS, MODULES, _Unsupported, opaque_advice
 from ._trace import _POISON, _record, _TensorMeta
 
 # --------------------------------------------------------------------------- lowering context
@@ -155,6 +155,10 @@ class Lowering:
         for node in self.gm.graph.nodes:
             self.node = node
             if any(self.env.get(a) is _POISON for a in node.all_input_nodes):
+                # after an unsupported op, keep listing unsupported op types (all at once)
+                unknown = self._unknown_target(node)
+                if unknown:
+                    self.errors.append(f"{_where(node)}: {unknown}")
                 self.env[node] = _POISON
                 continue
             try:
@@ -192,24 +196,32 @@ class Lowering:
             return value  # shape arithmetic: x.size(0), x.shape[2] * 2, ... (static at the example)
         if isinstance(value, _TensorMeta) and value.dtype != torch.float32:
             self.fail(f"produces a {value.dtype} tensor; only float32 activations are supported")
+        unknown = self._unknown_target(node)
+        if unknown:
+            self.fail(unknown)
         if node.op == "call_module":
             module = self.modules[str(node.target)]
-            for cls, fn in MODULES:
-                if isinstance(module, cls):
-                    return fn(self, module)
-            self.fail(f"module type {type(module).__module__}.{type(module).__name__} is not supported")
+            return next(fn for cls, fn in MODULES if isinstance(module, cls))(self, module)
         if node.op == "call_function":
-            fn = FUNCTIONS.get(node.target)
-            if fn is None:
-                self.fail(f"function {_target_name(node)} is not supported")
-            return fn(self)
+            return FUNCTIONS[node.target](self)
+        return METHODS[str(node.target)](self)
+
+    def _unknown_target(self, node: torch.fx.Node) -> str | None:
+        """Why the exporter has no lowering for what ``node`` calls (None when it has one)."""
+        if node.op == "call_module":
+            module = self.modules[str(node.target)]
+            if any(isinstance(module, cls) for cls, _ in MODULES):
+                return None
+            advice = opaque_advice(module)
+            kind = f"module type {type(module).__module__}.{type(module).__name__} is not supported"
+            return f"{kind}; {advice}" if advice else kind
+        if node.op == "call_function":
+            return None if node.target in FUNCTIONS else f"function {_target_name(node)} is not supported"
         if node.op == "call_method":
-            fn = METHODS.get(str(node.target))
-            if fn is None:
-                self.fail(f"method Tensor.{node.target} is not supported")
-            return fn(self)
-        self.fail(f"fx op '{node.op}' is not supported")
-        return None
+            return None if str(node.target) in METHODS else f"method Tensor.{node.target} is not supported"
+        if node.op in ("placeholder", "output", "get_attr"):
+            return None
+        return f"fx op '{node.op}' is not supported"
 
 
 def _holds_tensor(value: Any) -> bool:

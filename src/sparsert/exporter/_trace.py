@@ -11,7 +11,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from ._registry import MODULES, UnsupportedOpError
+from ._registry import MODULES, UnsupportedOpError, opaque_advice
 
 
 class _TensorMeta:
@@ -36,12 +36,15 @@ class _Tracer(torch.fx.Tracer):
     """Keeps every module the exporter maps as a leaf (also subclasses defined outside torch.nn)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, tuple(t for t, _ in MODULES)):
+        if isinstance(m, tuple(t for t, _ in MODULES)) or opaque_advice(m) is not None:
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
 
 def trace(model: nn.Module) -> torch.fx.GraphModule:
+    advice = opaque_advice(model)
+    if advice is not None:
+        raise UnsupportedOpError(f"cannot export {type(model).__name__} with sparsert.export: {advice}")
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
