@@ -1,4 +1,5 @@
-"""`sparsert demo --quick`: runs end to end in a subprocess, writes its files, stays under 30 s."""
+"""`sparsert demo --quick`: runs end to end in a subprocess and writes its files. Its run time is
+printed, never asserted (no wall-clock assertions in tests: a loaded machine is slower)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ import sparsert
 for _module in ("torch", "tqdm", "sklearn", "matplotlib"):
     pytest.importorskip(_module)
 
-QUICK_LIMIT_S = 30.0
-
 
 def test_demo_quick(tmp_path: Path) -> None:
     out = tmp_path / "demo"
@@ -35,7 +34,7 @@ def test_demo_quick(tmp_path: Path) -> None:
     )
     elapsed = time.perf_counter() - start
     print(proc.stdout)
-    print(f"sparsert demo --quick took {elapsed:.1f} s (limit {QUICK_LIMIT_S:.0f} s)")
+    print(f"sparsert demo --quick took {elapsed:.1f} s")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     text = proc.stdout
@@ -81,8 +80,6 @@ def test_demo_quick(tmp_path: Path) -> None:
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
-    assert elapsed < QUICK_LIMIT_S, f"demo --quick took {elapsed:.1f} s"
-
 
 @pytest.mark.slow
 def test_demo_is_reproducible(tmp_path: Path) -> None:
@@ -113,3 +110,17 @@ def test_demo_names_missing_packages(monkeypatch: pytest.MonkeyPatch, capsys: py
     assert cli.main(["demo", "--quick"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["sparsert demo: error: sparsert demo needs scikit-learn: pip install 'sparsert[demo]'"]
+
+
+def test_noisy_timings_are_flagged_never_published_as_a_ratio() -> None:
+    from sparsert.demo import _noise_note, _speedup, _speedup_value
+
+    quiet = {"median_ms": 2.0, "min_ms": 1.9, "max_ms": 2.2, "spread": 0.05}
+    fast = {"median_ms": 1.0, "min_ms": 0.9, "max_ms": 1.1, "spread": 0.04}
+    busy = {"median_ms": 160.0, "min_ms": 0.08, "max_ms": 300.0, "spread": 1.8}
+    assert _speedup(quiet, fast) == "2.00x" and _speedup_value(quiet, fast) == 2.0
+    assert _speedup(busy, fast) == "noisy" and _speedup_value(busy, fast) is None
+    assert _speedup(quiet, busy) == "noisy" and _speedup_value(quiet, busy) is None
+    assert _speedup(None, fast) == "-"
+    assert _noise_note(["2.00x", "-"]) is None
+    assert "busy" in (_noise_note(["noisy"]) or "")
