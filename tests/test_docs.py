@@ -42,6 +42,16 @@ SKIPPED = {
         "on a Raspberry Pi; .ci/arm.sh builds the same C++ library for aarch64 and armv7",
     ("docs/raspberry-pi.md", "sudo apt install g++-aarch64-linux-gnu"):
         "cross toolchains from apt; .ci/arm.sh runs these builds in CI",
+    ("docs/deployment.md", "pip wheel . --no-deps -w dist"):
+        "a full compile (60-90 s); .ci/wheel.sh builds the wheel, installs it in a fresh venv and smoke-tests it",
+    ("docs/deployment.md", "pipx run cibuildwheel --platform linux"):
+        "needs Docker/manylinux images; the same smoke test (.ci/wheel_smoke.py) runs on CI's wheel",
+    ("docs/deployment.md", 'pip install "dask[distributed]"'):
+        "tests/test_scale_out.py runs examples/dask/score_dataset.py with 1 and 2 workers",
+    ("docs/deployment.md", "from dask.distributed import Client, WorkerPlugin"):
+        "needs a running multi-node scheduler; the WorkerPlugin pattern runs in examples/dask (test_scale_out.py)",
+    ("docs/deployment.md", "import ray"):
+        "needs Ray (not a test dependency); Model pickling, which Ray relies on, is tested in test_scale_out.py",
     ("docs/raspberry-pi.md", "pip install numpy pytest pytest-benchmark"):
         "a benchmark run on the board; tests/test_benchmarks_smoke.py runs the suite",
 }

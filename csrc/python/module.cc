@@ -36,13 +36,15 @@ py::dtype numpy_dtype(sparsert::DType d) {
   throw sparsert::Error(sparsert::ErrorCode::kInternal, "unknown dtype");
 }
 
-// The runtime dtype of a numpy array, checked by the Python layer already.
+// The runtime dtype of a numpy array, checked by the Python layer already. Compared by
+// equivalence, not identity: an array that arrived by pickle (multiprocessing, Dask, Ray)
+// carries its own dtype object, equal to but not the same as numpy's canonical one.
 sparsert::DType dtype_of(const py::array& a) {
   const py::dtype d = a.dtype();
-  if (d.is(py::dtype::of<float>())) return sparsert::DType::kFloat32;
-  if (d.is(py::dtype::of<int32_t>())) return sparsert::DType::kInt32;
-  if (d.is(py::dtype::of<int64_t>())) return sparsert::DType::kInt64;
-  if (d.is(py::dtype::of<bool>())) return sparsert::DType::kBool;
+  if (d.equal(py::dtype::of<float>())) return sparsert::DType::kFloat32;
+  if (d.equal(py::dtype::of<int32_t>())) return sparsert::DType::kInt32;
+  if (d.equal(py::dtype::of<int64_t>())) return sparsert::DType::kInt64;
+  if (d.equal(py::dtype::of<bool>())) return sparsert::DType::kBool;
   throw py::value_error("unsupported array dtype " + py::str(d).cast<std::string>());
 }
 

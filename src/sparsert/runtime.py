@@ -87,8 +87,23 @@ def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool 
         raise IsADirectoryError(f"expected a .spr file, got a directory: {path!r}")
     opts = _options(threads, verify, tune, mmap, isa, disable_passes)
     opts.update(_kernel_options(kernel_options))
+    fingerprint = _header(path)
     core = _native.core().Model.load(path, opts)
-    return Model(core, source=path, options=opts)
+    model = Model(core, source=path, options=opts)
+    model._fingerprint, model._abspath = fingerprint, os.path.abspath(path)
+    return model
+
+
+_HEADER_BYTES = 48  # magic, version, sizes and both CRC-32s (docs/spr-format.md, section 2)
+
+
+def _header(path: str) -> bytes:
+    """The file's header: its sizes and checksums identify its contents."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(_HEADER_BYTES)
+    except OSError:
+        return b""
 
 
 def load_bytes(data: bytes | bytearray | memoryview, threads: int | None = None, verify: bool = True,
@@ -156,9 +171,14 @@ class Model:
         for line in core.load_log:
             _log.debug("%s: %s", source or "model", line)
 
+    _fingerprint: bytes = b""
+    _abspath: str | None = None
+
     def __reduce__(self) -> Any:
+        """By path (absolute, with the file's header to check that the other side reads the same
+        file: same node, shared or copied file), or by the bytes a load_bytes model came from."""
         if self.source is not None:
-            return (_reload_path, (self.source, self._options))
+            return (_reload_path, (self._abspath or os.path.abspath(self.source), self._options, self._fingerprint))
         return (_reload_bytes, (self._blob, self._options))
 
     @property
@@ -295,8 +315,22 @@ class Model:
         return int(self._core.cached_bytes)
 
 
-def _reload_path(path: str, options: dict[str, Any]) -> Model:
-    return Model(_native.core().Model.load(path, options), source=path, options=options)
+def _reload_path(path: str, options: dict[str, Any], fingerprint: bytes = b"") -> Model:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"unpickling a sparsert Model: no model file {path!r} here (a Model pickles as its path: give "
+            "every machine the file at the same path, or load it with sparsert.load_bytes(open(path, 'rb')"
+            ".read()) so that it pickles as its bytes)"
+        )
+    if fingerprint and _header(path) != fingerprint:
+        raise ValueError(
+            f"unpickling a sparsert Model: {path!r} is not the file the model was loaded from (its sizes or "
+            "checksums differ; it was rewritten or is another version); copy the same file, or pickle a "
+            "model loaded with sparsert.load_bytes"
+        )
+    model = Model(_native.core().Model.load(path, options), source=path, options=options)
+    model._fingerprint, model._abspath = fingerprint, path
+    return model
 
 
 def _reload_bytes(blob: bytes, options: dict[str, Any]) -> Model:
