@@ -48,9 +48,16 @@ def cpp_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     jobs = str(os.cpu_count() or 2)
     _run(["cmake", "-S", str(ROOT), "-B", str(build), *GENERATOR, "-DCMAKE_BUILD_TYPE=Release",
           "-DSPARSERT_BUILD_TESTS=ON", f"-DCMAKE_INSTALL_PREFIX={prefix}"])
-    _run(["cmake", "--build", str(build), "-j", jobs])
+    built = _run(["cmake", "--build", str(build), "-j", jobs])
     _run(["cmake", "--install", str(build)])
-    return {"build": build, "prefix": prefix}
+    return {"build": build, "prefix": prefix, "build_log": built.stdout + built.stderr}
+
+
+def test_build_has_no_compiler_warnings(cpp_build):
+    """The library, the tests and GoogleTest compile without a warning (a fresh build; with
+    SPARSERT_CPP_BUILD_DIR reused, only what changed is rebuilt and checked)."""
+    warnings = [ln for ln in cpp_build["build_log"].splitlines() if "warning:" in ln]
+    assert not warnings, "\n".join(warnings[:20])
 
 
 def test_cpp_unit_tests(cpp_build):
