@@ -126,6 +126,7 @@ def test_page_code_runs_as_written(page: Path, tmp_path: Path) -> None:
     env = child_env()
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     env["MPLBACKEND"] = "Agg"
+    env["SPARSERT_CACHE_DIR"] = str(tmp_path / "cache")  # latency tables: never the user's cache
     if python:
         script = tmp_path / "blocks.py"
         script.write_text("\n".join(python))

@@ -241,6 +241,14 @@ def export(
         problem = f"the runtime could not run the exported graph: {type(e).__name__}: {e}"
     if verify and problem:
         raise ValueError(f"export of {model_name} failed verification ({path!r} not written): {problem}")
+    crossover_note = None
+    if not problem:
+        from sparsert._crossover import warn_dense_but_sparse
+
+        crossover_note = warn_dense_but_sparse(
+            runtime_model, model_file, [t.detach().cpu().numpy() for t in inputs], f"export of {model_name}",
+            stacklevel=4,
+        )
 
     builder.save(path)  # atomic: temp file + fsync + rename
     op_counts = Counter(op.op for op in graph.nodes)
@@ -254,6 +262,8 @@ def export(
     ]
     if shrunk:
         lines.append("  shrunk: " + ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk.items()))
+    if crossover_note:
+        lines.append(f"  WARNING: {crossover_note}")
     lines.append(
         f"  vs PyTorch: max abs error {max_abs:.3g}, max rel error {max_rel:.3g}"
         + (f"  WARNING: {problem}" if problem else "")

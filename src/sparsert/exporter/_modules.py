@@ -26,6 +26,11 @@ def _linear_module(cx: Lowering, m: nn.Linear) -> Any:
 def _conv_common(cx: Lowering, m: nn.Module) -> dict[str, Any]:
     if m.padding_mode != "zeros":
         cx.fail(f"padding_mode='{m.padding_mode}' is not supported (only 'zeros')")
+    return conv2d_attrs(m)
+
+
+def conv2d_attrs(m: nn.Module) -> dict[str, Any]:
+    """The ``Conv`` attributes of an ``nn.Conv2d`` (zero padding)."""
     k = _pair(m.kernel_size)
     d = _pair(m.dilation)
     if isinstance(m.padding, str):

@@ -295,11 +295,14 @@ def _check_loads(builder: GraphBuilder) -> None:
     from sparsert.errors import FormatError
 
     try:
-        builder.load(threads=1)
+        model = builder.load()
     except MemoryError:
         raise
     except ValueError as e:  # FormatError, UnsupportedError and shape errors are all ValueErrors
         raise FormatError(f"the ONNX model converts to a graph the runtime cannot run: {e}") from e
+    from sparsert._crossover import warn_dense_but_sparse
+
+    warn_dense_but_sparse(model, builder.build(), None, "convert", stacklevel=5)
 
 
 def _verify(model: Any, builder: GraphBuilder, pruned: bool, seed: int = 0) -> None:
@@ -309,6 +312,9 @@ def _verify(model: Any, builder: GraphBuilder, pruned: bool, seed: int = 0) -> N
     from onnx.reference import ReferenceEvaluator
 
     rt = builder.load()
+    from sparsert._crossover import warn_dense_but_sparse
+
+    warn_dense_but_sparse(rt, builder.build(), None, "convert", stacklevel=5)
     types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
     dynamic = any(d < 0 for s in rt.inputs for d in s.shape)
     for size in (1, 3) if dynamic else (1,):

@@ -3,13 +3,15 @@
 Unstructured magnitude pruning (per layer or one global threshold), structured pruning of Conv
 filters / Linear neurons with a torch.fx dependency analysis, masks that survive fine-tuning,
 schedules, sensitivity analysis, reports, and :func:`pruning_info` for the exporter.
-This package imports only torch, numpy and tqdm, never the compiled runtime.
+This package imports only torch, numpy and tqdm; :mod:`.latency` (latency tables, budget
+pruning) loads the compiled runtime when one of its functions is called.
 """
 
 from ._masks import apply_masks, finalize, get_masks, remove_masks
 from ._result import GroupResult, LayerResult, PruneResult
 from ._select import first_layer_name, last_layer_name, select_layers
 from .dependency import ChannelGroup, ChannelUnit, analyze_dependencies
+from .latency import BudgetResult, LatencyTable, LayerLatency, budget_prune, latency_table
 from .magnitude import magnitude_prune
 from .report import LayerReport, Report, pruning_info, report
 from .schedule import CubicSchedule, LinearSchedule, Schedule, fine_tune, iterative_prune
@@ -17,6 +19,11 @@ from .sensitivity import SensitivityResult, sensitivity_analysis
 from .structured import shrink, structured_prune, taylor_scores
 
 __all__ = [
+    "BudgetResult",
+    "LatencyTable",
+    "LayerLatency",
+    "budget_prune",
+    "latency_table",
     "ChannelGroup",
     "ChannelUnit",
     "CubicSchedule",

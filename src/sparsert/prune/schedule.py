@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -62,9 +62,14 @@ def iterative_prune(
     fine_tune_fn: Callable[[nn.Module, int], Any] | None,
     method: str = "magnitude",
     progress: bool = True,
+    targets: Mapping[str, float] | None = None,
     **kwargs: Any,
 ) -> list[PruneResult]:
     """For each step 1..n: prune to ``schedule(step)``, then call ``fine_tune_fn(model, step)``.
+
+    ``targets`` (magnitude only): per-layer final sparsities, e.g. ``budget_prune(...,
+    apply=False).sparsities``; step t prunes each layer to ``targets[layer] * schedule(t) /
+    schedule.final``, so the schedule's shape ramps every layer towards its own target.
 
     ``method`` is ``"magnitude"`` (kwargs go to :func:`magnitude_prune`) or one of ``"l1"``,
     ``"l2"``, ``"taylor"`` (kwargs go to :func:`structured_prune`; ``example_input`` is required).
@@ -77,11 +82,22 @@ def iterative_prune(
         raise ValueError(f"method must be 'magnitude' or one of {CRITERIA}, got {method!r}")
     if method != "magnitude" and "example_input" not in kwargs:
         raise ValueError(f"method={method!r} needs example_input= for the dependency analysis")
+    if targets is not None:
+        if method != "magnitude":
+            raise ValueError("targets= (per-layer sparsities) works with method='magnitude'")
+        if not isinstance(targets, Mapping) or not any(float(v) > 0 for v in targets.values()):
+            raise ValueError("targets must map layer names to sparsities, at least one above 0")
+        if schedule.final <= 0:
+            raise ValueError("with targets=, the schedule's final value must be above 0 (e.g. 1.0)")
     results = []
     bar = tqdm(range(1, schedule.steps + 1), desc="pruning", disable=not progress)
     for step in bar:
         target = schedule(step)
-        if method == "magnitude":
+        if targets is not None:
+            fraction = target / schedule.final
+            per_layer = {name: float(v) * fraction for name, v in targets.items() if float(v) > 0}
+            result = magnitude_prune(model, sparsity=per_layer, include=list(per_layer), **kwargs)
+        elif method == "magnitude":
             result = magnitude_prune(model, sparsity=target, **kwargs)
         else:
             result = structured_prune(model, sparsity=target, criterion=method, **kwargs)

@@ -1,0 +1,514 @@
+"""Pruning for the runtime: per-layer latency tables measured on this machine, and pruning to a
+latency budget (see docs/pruning.md, "Pruning to a latency budget").
+
+:func:`latency_table` times every prunable layer of a model alone — its own weight shape, input
+shape and attributes, magnitude-pruned to each sparsity of a grid — with the sparsert runtime
+itself, which picks sparse or dense kernels per layer as it will when the whole model runs.
+Results are cached per CPU, thread count and layer shape, so a second call is instant.
+
+:func:`budget_prune` chooses each layer's sparsity so that the predicted model time (the layers'
+measured times plus the rest of the model, measured end to end) meets a target in ms or a
+speedup, at the least expected accuracy cost: it repeatedly takes the step (a layer to a higher
+grid sparsity) that saves the most time per unit of cost. A step that saves no time — a layer
+still below its sparse/dense crossover — is never taken, so no sparsity is spent where the
+runtime would multiply the zeros anyway.
+
+Unlike the rest of :mod:`sparsert.prune`, this module needs the compiled runtime (imported when
+a function is called).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._select import Patterns, select_layers
+from .magnitude import magnitude_prune
+
+GRID = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+TYPES = (nn.Linear, nn.Conv2d)
+_CACHE_VERSION = 1
+_GAIN = 0.97  # a sparsity "gains time" when the layer runs in under 97% of its dense time
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass
+class LayerLatency:
+    """Measured time of one layer alone at each sparsity of the grid (median ms)."""
+
+    name: str
+    op: str
+    weight_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    times_ms: dict[float, float]
+
+    @property
+    def dense_ms(self) -> float:
+        return self.times_ms[min(self.times_ms)]
+
+    @property
+    def crossover(self) -> float | None:
+        """The lowest grid sparsity from which every higher one runs faster than dense (None if
+        none does: the layer should stay dense)."""
+        best = None
+        for s in sorted(self.times_ms, reverse=True):
+            if s > 0 and self.times_ms[s] < _GAIN * self.dense_ms:
+                best = s
+            elif s > 0:
+                break
+        return best
+
+    def time_at(self, sparsity: float) -> float:
+        """Piecewise-linear between grid points (flat beyond the grid)."""
+        points = sorted(self.times_ms.items())
+        if sparsity <= points[0][0]:
+            return points[0][1]
+        for (s0, t0), (s1, t1) in zip(points, points[1:]):
+            if sparsity <= s1:
+                return t0 + (t1 - t0) * (sparsity - s0) / (s1 - s0)
+        return points[-1][1]
+
+
+@dataclass
+class LatencyTable:
+    layers: list[LayerLatency]
+    threads: int
+    cpu: str
+    sparsities: tuple[float, ...]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, name: str) -> LayerLatency:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def table(self) -> str:
+        head = ["layer", "op", "weight", "input"] + [f"{s:.0%}" for s in self.sparsities] + ["crossover"]
+        rows = []
+        for layer in self.layers:
+            cross = layer.crossover
+            rows.append(
+                [layer.name, layer.op, "x".join(map(str, layer.weight_shape)), "x".join(map(str, layer.input_shape))]
+                + [f"{layer.times_ms[s]:.3f}" for s in self.sparsities]
+                + ["stay dense" if cross is None else f"{cross:.0%}"]
+            )
+        widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+        lines = ["  ".join(str(c).rjust(w) if i >= 4 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                 for r in [head, ["-" * w for w in widths], *rows]]
+        return (f"per-layer latency (ms, median; {self.threads} thread(s); {self.cpu})\n" + "\n".join(lines))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threads": self.threads, "cpu": self.cpu, "sparsities": list(self.sparsities),
+            "layers": [{"name": ly.name, "op": ly.op, "weight_shape": list(ly.weight_shape),
+                        "input_shape": list(ly.input_shape), "crossover": ly.crossover,
+                        "times_ms": {f"{s:g}": t for s, t in ly.times_ms.items()}} for ly in self.layers],
+        }
+
+    def plot(self, path: str | os.PathLike[str]) -> str:
+        """Each layer's time relative to its dense time against sparsity (needs matplotlib)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for layer in self.layers:
+            xs = [100 * s for s in self.sparsities]
+            ax.plot(xs, [layer.times_ms[s] / layer.dense_ms for s in self.sparsities], "o-", ms=3,
+                    label=layer.name if len(self.layers) <= 12 else None)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--", label="dense time")
+        ax.set(xlabel="weight sparsity (%)", ylabel="time / dense time",
+               title=f"per-layer latency, {self.threads} thread(s): {self.cpu}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(os.fspath(path), dpi=100)
+        plt.close(fig)
+        return os.fspath(path)
+
+
+def _cpu() -> str:
+    import sparsert
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name or 'unknown CPU'}; kernels {sparsert.cpu_features()}"
+
+
+def cache_dir() -> str:
+    """``$SPARSERT_CACHE_DIR``, else ``$XDG_CACHE_HOME/sparsert``, else ``~/.cache/sparsert``."""
+    explicit = os.environ.get("SPARSERT_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sparsert")
+
+
+def _cache_path() -> str:
+    return os.path.join(cache_dir(), f"latency-v{_CACHE_VERSION}.json")
+
+
+def _load_cache() -> dict[str, float]:
+    try:
+        with open(_cache_path()) as f:
+            data = json.load(f)
+        return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError, TypeError):
+        return {}  # no cache yet, or a broken one: measure again
+
+
+def _save_cache(entries: dict[str, float]) -> None:
+    from sparsert.format import write_bytes
+
+    try:
+        os.makedirs(cache_dir(), exist_ok=True)
+        write_bytes(json.dumps(entries, sort_keys=True).encode(), _cache_path())  # atomic, user's umask
+    except OSError as e:
+        warnings.warn(f"could not write the latency cache ({e}); timings are kept for this call only",
+                      stacklevel=3)
+
+
+def _layer_inputs(model: nn.Module, example_inputs: Any, names: list[str]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    modules = dict(model.named_modules())
+    hooks = []
+    for name in names:
+        def hook(_m: nn.Module, args: tuple, _out: Any, name: str = name) -> None:
+            if name not in shapes and args and isinstance(args[0], torch.Tensor):
+                shapes[name] = tuple(int(d) for d in args[0].shape)
+        hooks.append(modules[name].register_forward_hook(hook))
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        model.train(training)
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _effective_weight(module: nn.Module) -> np.ndarray:
+    from sparsert.exporter import effective_param
+
+    return np.asarray(effective_param(module, "weight").detach().cpu().numpy(), dtype=np.float32)
+
+
+def _layer_spec(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, dict[str, Any], tuple[int, ...]]:
+    if isinstance(module, nn.Conv2d):
+        from sparsert.exporter._modules import conv2d_attrs
+
+        return "Conv", conv2d_attrs(module), input_shape
+    rows = int(np.prod(input_shape[:-1])) if len(input_shape) > 1 else 1
+    return "Linear", {}, (rows, int(input_shape[-1]))
+
+
+def _pruned(w: np.ndarray, sparsity: float) -> np.ndarray:
+    flat = np.abs(w).reshape(-1)
+    k = int(math.floor(sparsity * flat.size + 0.5))
+    if k <= 0:
+        return w
+    out = w.copy().reshape(-1)
+    out[np.argpartition(flat, k - 1)[:k]] = 0.0
+    return out.reshape(w.shape)
+
+
+def _time_layer(op: str, attrs: dict[str, Any], w: np.ndarray, bias: np.ndarray | None, x_shape: tuple[int, ...],
+                threads: int, budget_s: float) -> float:
+    from sparsert.graph import GraphBuilder
+
+    b = GraphBuilder("layer")
+    x = b.input("x", x_shape)
+    ins = [x, b.constant("w", w, storage="auto")]
+    if bias is not None:
+        ins.append(b.constant("b", bias))
+    b.output(b.node(op, ins, attrs), "y")
+    model = b.load(threads=threads)
+    data = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
+    for _ in range(2):
+        model.run(data)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 5 or (len(times) < 50 and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        model.run(data)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def latency_table(
+    model: nn.Module,
+    example_inputs: Any,
+    sparsities: Sequence[float] = GRID,
+    threads: int = 1,
+    types: Sequence[type[nn.Module]] = TYPES,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    cache: bool = True,
+    progress: bool = True,
+    budget_s: float = 0.1,
+) -> LatencyTable:
+    """Times every selected layer (``nn.Linear``, ``nn.Conv2d`` with groups 1 by default) alone
+    with the sparsert runtime at each sparsity of ``sparsities`` (0 is always included), at the
+    input shape it sees for ``example_inputs`` and the given thread count. Cached per CPU and
+    layer shape in :func:`cache_dir` unless ``cache=False``.
+    """
+    import sparsert
+    from sparsert.runtime import _threads
+
+    grid = tuple(sorted({0.0, *(float(s) for s in sparsities)}))
+    if any(not 0.0 <= s < 1.0 for s in grid):
+        raise ValueError(f"sparsities must be in [0, 1), got {list(sparsities)}")
+    resolved = min(_threads(threads) or sparsert.default_threads(), sparsert.default_threads())
+    layers = [(n, m) for n, m in select_layers(model, types, include, exclude)
+              if not (isinstance(m, nn.Conv2d) and m.groups != 1)]
+    if not layers:
+        raise ValueError("no layer to time (nn.Linear / nn.Conv2d with groups=1; check types/include/exclude)")
+    shapes = _layer_inputs(model, example_inputs, [n for n, _ in layers])
+    cpu = _cpu()
+    entries = _load_cache() if cache else {}
+    dirty = False
+    out: list[LayerLatency] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(layers, desc="timing layers", disable=not progress, leave=False)
+    for name, module in bar:
+        if name not in shapes:
+            continue  # not called by forward() on this input
+        op, attrs, x_shape = _layer_spec(module, shapes[name])
+        w = _effective_weight(module)
+        bias = None if module.bias is None else module.bias.detach().cpu().numpy().astype(np.float32)
+        times: dict[float, float] = {}
+        for s in grid:
+            key = json.dumps([cpu, resolved, op, list(w.shape), list(x_shape), attrs, round(s, 4),
+                              bias is not None], sort_keys=True)
+            if key not in entries:
+                entries[key] = _time_layer(op, attrs, _pruned(w, s), bias, x_shape, resolved, budget_s)
+                dirty = True
+            times[s] = entries[key]
+        out.append(LayerLatency(name, op, tuple(w.shape), tuple(shapes[name]), times))
+    if cache and dirty:
+        _save_cache(entries)
+    return LatencyTable(out, resolved, cpu, grid)
+
+
+# --------------------------------------------------------------------------- budget pruning
+
+
+def measure_ms(model: nn.Module, example_inputs: Any, threads: int = 1, rounds: int = 5, budget_s: float = 1.0) -> float:
+    """End-to-end ms of ``model`` exported to sparsert and run on ``example_inputs``: the lowest of
+    ``rounds`` round medians (a busy period of a shared machine raises some rounds, not all)."""
+    import sparsert
+
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.spr")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sparsert.export(model, inputs if len(inputs) > 1 else inputs[0], path)
+            runtime = sparsert.load(path, threads=threads)
+    feeds = [t.detach().cpu().numpy() for t in inputs]
+    for _ in range(2):
+        runtime.run(feeds)
+    medians = []
+    for _ in range(rounds):
+        times = []
+        start = time.perf_counter()
+        while len(times) < 3 or (len(times) < 30 and time.perf_counter() - start < budget_s / rounds):
+            t0 = time.perf_counter()
+            runtime.run(feeds)
+            times.append((time.perf_counter() - t0) * 1e3)
+        medians.append(float(np.median(times)))
+    return float(min(medians))
+
+
+def _magnitude_costs(layers: list[tuple[str, nn.Module]], grid: tuple[float, ...]) -> dict[str, dict[float, float]]:
+    """The share of each layer's own squared weight magnitude that a sparsity removes: a first-order
+    estimate of the relative error it adds to the layer's output, comparable across layers whatever
+    their weight scale (a global magnitude ranking would strip whole small layers such as the first
+    conv, whose weights are large in effect but few)."""
+    costs: dict[str, dict[float, float]] = {}
+    for name, module in layers:
+        sq = np.sort((_effective_weight(module).astype(np.float64) ** 2).reshape(-1))
+        prefix = np.concatenate([[0.0], np.cumsum(sq)])
+        total = prefix[-1] or 1.0
+        costs[name] = {s: float(prefix[int(math.floor(s * sq.size + 0.5))]) / total for s in grid}
+    return costs
+
+
+def _evaluated_costs(model: nn.Module, layers: list[tuple[str, nn.Module]], grid: tuple[float, ...],
+                     evaluate: Callable[[nn.Module], float], progress: bool) -> dict[str, dict[float, float]]:
+    """Metric drop when each layer alone is pruned to each sparsity (on a copy of the model)."""
+    from tqdm.auto import tqdm
+
+    base = float(evaluate(model))
+    costs: dict[str, dict[float, float]] = {}
+    for name, _ in tqdm(layers, desc="sensitivity", disable=not progress, leave=False):
+        costs[name] = {0.0: 0.0}
+        for s in grid[1:]:
+            trial = copy.deepcopy(model)
+            magnitude_prune(trial, sparsity={name: s}, include=[name])
+            costs[name][s] = max(0.0, base - float(evaluate(trial)))
+    return costs
+
+
+@dataclass
+class BudgetResult:
+    """What :func:`budget_prune` chose and what it measured."""
+
+    sparsities: dict[str, float]  # layer -> sparsity (0 = left dense)
+    target_ms: float
+    dense_ms: float
+    predicted_ms: float
+    measured_ms: float | None
+    met: bool
+    latency: LatencyTable
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.measured_ms is None else self.dense_ms / self.measured_ms
+
+    def table(self) -> str:
+        head = ["layer", "sparsity", "dense ms", "ms", "crossover"]
+        body = [[r["name"], f"{r['sparsity']:.0%}", f"{r['dense_ms']:.3f}", f"{r['ms']:.3f}",
+                 "stay dense" if r["crossover"] is None else f"{r['crossover']:.0%}"] for r in self.rows]
+        widths = [max(len(c) for c in col) for col in zip(head, *body)]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                 for r in [head, ["-" * w for w in widths], *body]]
+        measured = "not measured" if self.measured_ms is None else f"measured {self.measured_ms:.3f} ms"
+        return "\n".join(lines + [
+            f"target {self.target_ms:.3f} ms, dense {self.dense_ms:.3f} ms, predicted {self.predicted_ms:.3f} ms, "
+            f"{measured} ({'met' if self.met else 'NOT met'}; {self.latency.threads} thread(s))"])
+
+
+def budget_prune(
+    model: nn.Module,
+    example_inputs: Any,
+    target_ms: float | None = None,
+    speedup: float | None = None,
+    threads: int = 1,
+    saliency: str | Callable[[str, nn.Module, float], float] = "magnitude",
+    evaluate: Callable[[nn.Module], float] | None = None,
+    sparsities: Sequence[float] = GRID,
+    types: Sequence[type[nn.Module]] = TYPES,
+    include: Patterns = None,
+    exclude: Patterns = None,
+    apply: bool = True,
+    measure: bool = True,
+    table: LatencyTable | None = None,
+    progress: bool = True,
+) -> BudgetResult:
+    """Chooses per-layer sparsities that meet ``target_ms`` (end to end, sparsert, at
+    ``threads``) or ``speedup`` over the model's own sparsert time, with the least expected
+    accuracy cost, and (``apply=True``) magnitude-prunes the model to them in place.
+
+    saliency: ``"magnitude"`` (the squared magnitude of the removed weights) or a function
+        ``(layer_name, module, sparsity) -> cost``; ``evaluate``: a metric of the model (higher is
+        better, e.g. validation accuracy): the cost becomes its measured drop when the layer alone
+        is pruned (slower, more faithful). To prune gradually, call with ``apply=False`` and pass
+        ``result.sparsities`` to :func:`iterative_prune` as ``targets=``.
+    Layers are only pruned to sparsities that make them faster than dense on this machine.
+    """
+    if (target_ms is None) == (speedup is None):
+        raise ValueError("give exactly one of target_ms= (a latency in ms) or speedup= (over the dense model)")
+    if target_ms is not None and not (isinstance(target_ms, (int, float)) and target_ms > 0):
+        raise ValueError(f"target_ms must be a positive number, got {target_ms!r}")
+    if speedup is not None and not (isinstance(speedup, (int, float)) and speedup >= 1):
+        raise ValueError(f"speedup must be a number >= 1, got {speedup!r}")
+    lat = table or latency_table(model, example_inputs, sparsities, threads, types, include, exclude,
+                                 progress=progress)
+    grid = lat.sparsities
+    modules = dict(model.named_modules())
+    layers = [(ly.name, modules[ly.name]) for ly in lat]
+    dense_ms = measure_ms(model, example_inputs, lat.threads)
+    target = float(target_ms) if target_ms is not None else dense_ms / float(speedup)
+    if evaluate is not None:
+        costs = _evaluated_costs(model, layers, grid, evaluate, progress)
+    elif callable(saliency):
+        costs = {n: {s: float(saliency(n, m, s)) if s > 0 else 0.0 for s in grid} for n, m in layers}
+    elif saliency == "magnitude":
+        costs = _magnitude_costs(layers, grid)
+    else:
+        raise ValueError(f"saliency must be 'magnitude' or a function, got {saliency!r}")
+
+    # The rest of the model (activations, pooling, ... and what layers cost inside the model
+    # beyond their time alone), measured end to end; corrected after each measured round.
+    other_ms = max(0.0, dense_ms - sum(ly.dense_ms for ly in lat))
+    level = {ly.name: 0 for ly in lat}  # index into grid
+
+    def predicted() -> float:
+        return other_ms + sum(ly.times_ms[grid[level[ly.name]]] for ly in lat)
+
+    def allocate() -> None:
+        while predicted() > target:
+            best: tuple[float, str, int] | None = None
+            for ly in lat:
+                i = level[ly.name]
+                t_now, c_now = ly.times_ms[grid[i]], costs[ly.name][grid[i]]
+                for j in range(i + 1, len(grid)):
+                    saved = t_now - ly.times_ms[grid[j]]
+                    if ly.times_ms[grid[j]] >= _GAIN * ly.dense_ms or saved <= 0:
+                        continue  # below the crossover or no faster: never spend sparsity here
+                    ratio = saved / (costs[ly.name][grid[j]] - c_now + 1e-12)
+                    if best is None or ratio > best[0]:
+                        best = (ratio, ly.name, j)
+            if best is None:
+                return  # every layer is as fast as the grid allows
+            level[best[1]] = best[2]
+
+    measured: float | None = None
+    rounds = 3 if apply and measure else 1
+    for _ in range(rounds):
+        allocate()
+        choice = {name: grid[i] for name, i in level.items()}
+        pred = predicted()
+        if apply and any(s > 0 for s in choice.values()):
+            # masks only grow: a later round prunes the same layers further
+            magnitude_prune(model, sparsity={n: s for n, s in choice.items() if s > 0}, types=types,
+                            include=[n for n, s in choice.items() if s > 0])
+        if not (apply and measure):
+            break
+        measured = measure_ms(model, example_inputs, lat.threads)
+        if measured <= target * 1.03 or pred > target:
+            break
+        other_ms += measured - pred  # the layers cost more inside the model than alone: correct and go on
+    if pred > target:
+        warnings.warn(
+            f"budget_prune: the target {target:.3f} ms is out of reach on this machine at {lat.threads} thread(s): "
+            f"the fastest plan on the grid (up to {grid[-1]:.0%} per layer) is predicted at {pred:.3f} ms "
+            f"(dense {dense_ms:.3f} ms)", stacklevel=2)
+    rows = [{"name": ly.name, "sparsity": choice[ly.name], "dense_ms": ly.dense_ms,
+             "ms": ly.times_ms[choice[ly.name]], "crossover": ly.crossover} for ly in lat]
+    met = (measured if measured is not None else pred) <= target * 1.10
+    return BudgetResult(choice, target, dense_ms, pred, measured, met, lat, rows)

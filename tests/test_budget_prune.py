@@ -1,0 +1,217 @@
+"""Latency tables and budget pruning (sparsert.prune.latency) and the export/convert warning for
+sparse layers that run dense. Timings are measured but never asserted (no wall-clock
+assertions): the allocation logic is tested on tables and end-to-end measurements given here;
+the real tables are checked for structure, caching and the files they write."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import sparsert  # noqa: E402
+import sparsert.prune as sp  # noqa: E402
+from sparsert.prune import latency as lat  # noqa: E402
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)  # grouped: not timed
+        self.fc1 = nn.Linear(16 * 8 * 8, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.dw(torch.relu(self.conv(x))))
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSERT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_latency_table_times_every_layer_at_its_shape_and_caches(tmp_path, monkeypatch, seed):
+    torch.manual_seed(seed)
+    model = Small().eval()
+    x = torch.randn(2, 3, 8, 8)
+    table = sp.latency_table(model, x, sparsities=(0.5, 0.9), threads=1, progress=False, budget_s=0.01)
+    assert [ly.name for ly in table] == ["conv", "fc1", "fc2"]
+    assert table["conv"].input_shape == (2, 3, 8, 8) and table["fc1"].input_shape == (2, 1024)
+    assert table["fc1"].weight_shape == (64, 1024) and table.sparsities == (0.0, 0.5, 0.9)
+    for ly in table:
+        assert set(ly.times_ms) == {0.0, 0.5, 0.9} and all(t > 0 for t in ly.times_ms.values())
+        assert ly.crossover in (None, 0.5, 0.9)
+    text = table.table()
+    assert "crossover" in text and "fc1" in text and "thread" in text
+    path = tmp_path / "cache" / "latency-v1.json"
+    assert json.loads(path.read_text())  # written, valid JSON
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+    def fail(*args, **kwargs):
+        raise AssertionError("timed again instead of reading the cache")
+
+    monkeypatch.setattr(lat, "_time_layer", fail)
+    again = sp.latency_table(model, x, sparsities=(0.5, 0.9), threads=1, progress=False)
+    assert [ly.times_ms for ly in again] == [ly.times_ms for ly in table]
+    path.write_text("{not json")  # a broken cache is measured again, not an error
+    monkeypatch.setattr(lat, "_time_layer", lambda *a, **k: 1.0)
+    assert all(t == 1.0 for ly in sp.latency_table(model, x, sparsities=(0.5,), progress=False) for t in ly.times_ms.values())
+    pytest.importorskip("matplotlib")
+    png = table.plot(tmp_path / "lat.png")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _table(times: dict[str, dict[float, float]], shapes: dict[str, tuple]) -> lat.LatencyTable:
+    grid = tuple(sorted(next(iter(times.values()))))
+    layers = [lat.LayerLatency(n, "Linear", shapes[n], (1, shapes[n][1]), t) for n, t in times.items()]
+    return lat.LatencyTable(layers, 1, "test CPU", grid)
+
+
+class Three(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def _three(seed: int) -> tuple[Three, lat.LatencyTable]:
+    torch.manual_seed(seed)
+    m = Three().eval()
+    # a: gains from 70%; b: never faster than dense (must stay dense); c: small, gains from 50%
+    times = {
+        "a": {0.0: 4.0, 0.5: 4.4, 0.7: 2.0, 0.9: 1.0},
+        "b": {0.0: 3.0, 0.5: 3.5, 0.7: 3.2, 0.9: 3.0},
+        "c": {0.0: 1.0, 0.5: 0.5, 0.7: 0.4, 0.9: 0.3},
+    }
+    return m, _table(times, {"a": (32, 32), "b": (32, 32), "c": (4, 32)})
+
+
+def test_budget_never_spends_sparsity_below_the_crossover(monkeypatch, seed):
+    m, table = _three(seed)
+    measured = iter([8.5, 5.2])  # dense end to end (0.5 ms outside the layers), then after pruning
+    monkeypatch.setattr(lat, "measure_ms", lambda *a, **k: next(measured))
+    r = sp.budget_prune(m, torch.randn(1, 32), target_ms=5.5, table=table, progress=False)
+    assert r.sparsities["b"] == 0.0  # no grid point of b is faster than dense
+    assert r.sparsities["a"] in (0.7, 0.9) and r.predicted_ms <= 5.5
+    assert r.dense_ms == 8.5 and r.measured_ms == 5.2 and r.met
+    for name in ("a", "c"):  # the model is pruned to the plan
+        w = getattr(m, name).weight
+        assert float((w == 0).float().mean()) == pytest.approx(r.sparsities[name], abs=1 / w.numel())
+    assert float((m.b.weight == 0).float().mean()) == 0.0
+    assert "crossover" in r.table() and "met" in r.table()
+
+
+def test_budget_corrects_when_the_model_is_slower_than_its_layers(monkeypatch, seed):
+    m, table = _three(seed)
+    measured = iter([8.0, 7.0, 5.0])  # round 1 misses the 6 ms target: the plan goes further
+    monkeypatch.setattr(lat, "measure_ms", lambda *a, **k: next(measured))
+    r = sp.budget_prune(m, torch.randn(1, 32), target_ms=6.0, table=table, progress=False)
+    assert r.measured_ms == 5.0 and r.met
+    assert r.sparsities["a"] == 0.9  # pruned further in the second round
+    assert float((m.a.weight == 0).float().mean()) == pytest.approx(0.9, abs=1 / 1024)
+
+
+def test_unreachable_target_warns_and_takes_the_fastest_plan(monkeypatch, seed):
+    m, table = _three(seed)
+    monkeypatch.setattr(lat, "measure_ms", lambda *a, **k: 8.0)
+    with pytest.warns(UserWarning, match="out of reach"):
+        r = sp.budget_prune(m, torch.randn(1, 32), target_ms=1.0, table=table, apply=False, progress=False)
+    assert r.sparsities == {"a": 0.9, "b": 0.0, "c": 0.9} and not r.met and r.measured_ms is None
+    assert float((m.a.weight == 0).float().mean()) == 0.0  # apply=False leaves the model alone
+
+
+def test_cheaper_layer_is_pruned_first(monkeypatch, seed):
+    torch.manual_seed(seed)
+    m = Three().eval()
+    with torch.no_grad():  # a's small weights carry little of its magnitude; b's are all alike
+        m.a.weight.mul_(torch.logspace(-4, 0, 32).reshape(1, 32))
+        m.b.weight.fill_(0.1)
+    same = {0.0: 2.0, 0.5: 1.5, 0.7: 1.2, 0.9: 1.0}
+    table = _table({"a": dict(same), "b": dict(same)}, {"a": (32, 32), "b": (32, 32)})
+    monkeypatch.setattr(lat, "measure_ms", lambda *a, **k: 4.0)
+    r = sp.budget_prune(m, torch.randn(1, 32), target_ms=3.5, table=table, apply=False, progress=False)
+    assert r.sparsities["a"] > 0 and r.sparsities["b"] == 0.0
+
+
+def test_iterative_prune_ramps_each_layer_to_its_target(seed):
+    torch.manual_seed(seed)
+    m = Three()
+    targets = {"a": 0.9, "b": 0.0, "c": 0.5}
+    results = sp.iterative_prune(m, sp.LinearSchedule(0.0, 1.0, steps=2), None, targets=targets, progress=False)
+    assert len(results) == 2
+    assert float((m.a.weight == 0).float().mean()) == pytest.approx(0.9, abs=1 / 1024)
+    assert float((m.c.weight == 0).float().mean()) == pytest.approx(0.5, abs=1 / 128)
+    assert float((m.b.weight == 0).float().mean()) == 0.0
+    with pytest.raises(ValueError, match="targets"):
+        sp.iterative_prune(m, sp.LinearSchedule(0.0, 1.0, steps=2), None, method="l1", targets=targets,
+                           example_input=torch.randn(1, 32))
+
+
+def test_budget_arguments_are_checked():
+    m = Three()
+    x = torch.randn(1, 32)
+    for kwargs, match in (({}, "exactly one"), ({"target_ms": 1.0, "speedup": 2.0}, "exactly one"),
+                          ({"target_ms": -1.0}, "target_ms"), ({"speedup": 0.5}, "speedup")):
+        with pytest.raises(ValueError, match=match):
+            sp.budget_prune(m, x, progress=False, **kwargs)
+
+
+def test_real_budget_run_prunes_to_grid_points_and_measures(seed):
+    """The whole path on a real model (structure only; the timings are whatever this machine gives)."""
+    torch.manual_seed(seed)
+    model = Small().eval()
+    r = sp.budget_prune(model, torch.randn(1, 3, 8, 8), speedup=1.2, threads=1, progress=False,
+                        sparsities=(0.7, 0.9))
+    assert set(r.sparsities) == {"conv", "fc1", "fc2"} and set(r.sparsities.values()) <= {0.0, 0.7, 0.9}
+    assert r.dense_ms > 0 and r.measured_ms is not None and r.measured_ms > 0
+    for name, s in r.sparsities.items():
+        w = getattr(model, name).weight
+        assert float((w == 0).float().mean()) == pytest.approx(s, abs=1.5 / w.numel())
+
+
+def test_export_warns_when_sparse_layers_run_dense(tmp_path, seed):
+    from sparsert._crossover import dense_but_sparse
+
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 8)).eval()
+    sp.magnitude_prune(m, sparsity={"0": 0.35}, include=["0"])  # far below any sparse/dense crossover
+    with pytest.warns(UserWarning, match="sparse but run the dense kernels"):
+        r = sparsert.export(m, torch.randn(1, 256), str(tmp_path / "m.spr"))
+    assert "WARNING" in r.summary and "budget_prune" in r.summary
+    from sparsert import format as spr
+
+    rows = dense_but_sparse(sparsert.load(tmp_path / "m.spr"), spr.read(tmp_path / "m.spr"))
+    assert len(rows) == 1 and rows[0]["sparsity"] == pytest.approx(0.35, abs=1e-3)
+    dense = nn.Sequential(nn.Linear(256, 8)).eval()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sparsert.export(dense, torch.randn(1, 256), str(tmp_path / "d.spr"))  # dense: no warning
+
+
+def test_convert_warns_too(tmp_path, seed):
+    pytest.importorskip("onnx")
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(256, 256)).eval()
+    sp.magnitude_prune(m, sparsity=0.35)
+    sp.finalize(m)  # plain weights with zeros, as any framework's pruned ONNX export
+    buf = io.BytesIO()
+    torch.onnx.export(m, torch.randn(1, 256), buf, input_names=["x"], dynamo=False)
+    (tmp_path / "m.onnx").write_bytes(buf.getvalue())
+    with pytest.warns(UserWarning, match="convert: 1 layer"):
+        sparsert.convert(tmp_path / "m.onnx", tmp_path / "m.spr")
+    assert np.isfinite(sparsert.load(tmp_path / "m.spr").run(np.ones((1, 256), np.float32))).all()
