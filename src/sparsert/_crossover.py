@@ -40,8 +40,12 @@ def dense_but_sparse(model: Any, model_file: Any = None) -> list[dict[str, Any]]
     whose kernel is dense. ``model_file`` (a :class:`sparsert.format.ModelFile`) gives the zeros of
     weights stored dense; without it, only sparse-stored weights are seen."""
     zeros = _weight_zeros(model_file) if model_file is not None else {}
+    try:
+        summary = list(model.summary())
+    except (ValueError, RuntimeError):
+        return []  # no plan without input shapes (a dynamic model): kernels are chosen per shape at run time
     rows = []
-    for r in model.summary():
+    for r in summary:
         elements = r.get("weight_elements") or 0
         if not elements or r.get("op") not in ("Conv", "Linear"):
             continue

@@ -87,10 +87,9 @@ def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool 
         raise IsADirectoryError(f"expected a .spr file, got a directory: {path!r}")
     opts = _options(threads, verify, tune, mmap, isa, disable_passes)
     opts.update(_kernel_options(kernel_options))
-    fingerprint = _header(path)
-    core = _native.core().Model.load(path, opts)
+    core = _native.core().Model.load(path, opts)  # refuses FIFOs, devices... before any read here
     model = Model(core, source=path, options=opts)
-    model._fingerprint, model._abspath = fingerprint, os.path.abspath(path)
+    model._fingerprint, model._abspath = _header(path), os.path.abspath(path)
     return model
 
 
@@ -99,6 +98,8 @@ _HEADER_BYTES = 48  # magic, version, sizes and both CRC-32s (docs/spr-format.md
 
 def _header(path: str) -> bytes:
     """The file's header: its sizes and checksums identify its contents."""
+    if not os.path.isfile(path):
+        return b""  # only regular files (opening a FIFO would block)
     try:
         with open(path, "rb") as f:
             return f.read(_HEADER_BYTES)
