@@ -382,6 +382,12 @@ def _evaluated_costs(model: nn.Module, layers: list[tuple[str, nn.Module]], grid
     return costs
 
 
+def _prune_to(model: nn.Module, choice: dict[str, float], types: Sequence[type[nn.Module]]) -> None:
+    wanted = {n: s for n, s in choice.items() if s > 0}
+    if wanted:
+        magnitude_prune(model, sparsity=wanted, types=types, include=list(wanted))
+
+
 @dataclass
 class BudgetResult:
     """What :func:`budget_prune` chose and what it measured."""
@@ -464,7 +470,8 @@ def budget_prune(
 
     # The rest of the model (activations, pooling, ... and what layers cost inside the model
     # beyond their time alone), measured end to end; corrected after each measured round.
-    other_ms = max(0.0, dense_ms - sum(ly.dense_ms for ly in lat))
+    base_other = dense_ms - sum(ly.dense_ms for ly in lat)
+    other_ms = max(0.0, base_other)
     level = {ly.name: 0 for ly in lat}  # index into grid
 
     def predicted() -> float:
@@ -488,21 +495,26 @@ def budget_prune(
             level[best[1]] = best[2]
 
     measured: float | None = None
-    rounds = 3 if apply and measure else 1
-    for _ in range(rounds):
+    correction = 0.0
+    for _ in range(3 if apply and measure else 1):
+        # plan from scratch with the current correction, try it on a copy, measure, correct both
+        # ways (the layers may cost more or less inside the model than alone)
+        other_ms = max(0.0, base_other) + correction
+        for name in level:
+            level[name] = 0
         allocate()
         choice = {name: grid[i] for name, i in level.items()}
         pred = predicted()
-        if apply and any(s > 0 for s in choice.values()):
-            # masks only grow: a later round prunes the same layers further
-            magnitude_prune(model, sparsity={n: s for n, s in choice.items() if s > 0}, types=types,
-                            include=[n for n, s in choice.items() if s > 0])
         if not (apply and measure):
             break
-        measured = measure_ms(model, example_inputs, lat.threads)
-        if measured <= target * 1.03 or pred > target:
+        trial = copy.deepcopy(model)
+        _prune_to(trial, choice, types)
+        measured = measure_ms(trial, example_inputs, lat.threads)
+        if abs(measured / target - 1.0) <= 0.05 or pred > target:
             break
-        other_ms += measured - pred  # the layers cost more inside the model than alone: correct and go on
+        correction += measured - pred
+    if apply:
+        _prune_to(model, choice, types)
     if pred > target:
         warnings.warn(
             f"budget_prune: the target {target:.3f} ms is out of reach on this machine at {lat.threads} thread(s): "
