@@ -16,7 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from .schedule import train_epochs
 
 LOSSES = ("cosine", "mse", "kl")
 
@@ -87,28 +88,17 @@ def distill(
         p.requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    losses: list[float] = []
     student.train()
+
+    def batch_loss(batch: Any) -> torch.Tensor:
+        with torch.no_grad():
+            want = forward(teacher, batch)
+        return distillation_loss(forward(student, batch), want, loss, temperature)
+
     try:
-        for epoch in range(epochs):
-            total, count = 0.0, 0
-            bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for batch in bar:
-                with torch.no_grad():
-                    want = forward(teacher, batch)
-                opt.zero_grad(set_to_none=True)
-                value = distillation_loss(forward(student, batch), want, loss, temperature)
-                value.backward()
-                opt.step()  # sparsert masks re-apply after every step
-                total += float(value.detach())
-                count += 1
-                bar.set_postfix(loss=f"{total / count:.4f}")
-            if count == 0:
-                raise ValueError("distill: batches yielded nothing")
-            losses.append(total / count)
+        return train_epochs(opt, batches, batch_loss, epochs, desc, progress, "distill: batches yielded nothing")
     finally:
         student.eval()
-    return losses
 
 
 def distillation_fine_tune(teacher: nn.Module, batches: Iterable[Any], **kwargs: Any) -> Callable[[nn.Module, int], None]:

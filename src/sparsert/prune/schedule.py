@@ -139,22 +139,33 @@ def fine_tune(
         raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {optimizer!r}")
     model.to(device)
     model.train()
+
+    def batch_loss(batch: Any) -> torch.Tensor:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ValueError("fine_tune needs a loader yielding (inputs, targets) pairs")
+        return loss_fn(model(batch[0].to(device)), batch[1].to(device))
+
+    return train_epochs(opt, loader, batch_loss, epochs, "fine-tune", progress, "fine_tune: the loader yielded no batch")
+
+
+def train_epochs(opt: torch.optim.Optimizer, batches: Iterable[Any], batch_loss: Callable[[Any], torch.Tensor],
+                 epochs: int, desc: str, progress: bool, empty: str) -> list[float]:
+    """The loop fine_tune and distill share: per batch, zero the gradients, back-propagate
+    ``batch_loss(batch)`` and step (sparsert masks re-apply after every step); returns each
+    epoch's mean loss, and raises ValueError(``empty``) when an epoch sees no batch."""
     losses = []
     for epoch in range(epochs):
-        total, batches = 0.0, 0
-        bar = tqdm(loader, desc=f"fine-tune {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        total, count = 0.0, 0
+        bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for batch in bar:
-            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-                raise ValueError("fine_tune needs a loader yielding (inputs, targets) pairs")
-            inputs, targets = batch[0].to(device), batch[1].to(device)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs), targets)
+            loss = batch_loss(batch)
             loss.backward()
             opt.step()
             total += float(loss.detach())
-            batches += 1
-            bar.set_postfix(loss=f"{total / batches:.4f}")
-        if batches == 0:
-            raise ValueError("fine_tune: the loader yielded no batch")
-        losses.append(total / batches)
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        if count == 0:
+            raise ValueError(empty)
+        losses.append(total / count)
     return losses
