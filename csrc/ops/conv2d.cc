@@ -62,6 +62,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <random>
@@ -82,6 +83,9 @@ namespace {
 constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 21;  // 8 MiB of im2col columns
 constexpr int64_t kStageBudgetFloats = 16384;              // 64 KiB staging per task
 constexpr double kDirectMaxDensity = 0.30;
+constexpr int64_t kWinogradMinTiles = 16;
+constexpr int64_t kWinogradMinChannels = 32;
+constexpr int64_t kWinogradMinTilesTimesChannels = 4096;
 constexpr int64_t kDirectMaxStride = 2;
 constexpr double kIm2colMaxDensity = 0.30;
 constexpr double kPointwiseMaxDensity = 0.30;
@@ -90,10 +94,13 @@ constexpr double kKeepSparseBelow =
 constexpr double kKeepDenseAbove =
     std::min({kDirectMaxDensity, kIm2colMaxDensity, kPointwiseMaxDensity});
 
-enum class ConvPath { kPointwise, kDepthwise, kSparseDirect, kIm2col };
+constexpr int64_t kWinogradBudgetFloats = int64_t{1} << 19;  // 2 MiB of V + M per tile-row block
+
+enum class ConvPath { kPointwise, kDepthwise, kSparseDirect, kIm2col, kWinograd };
 
 using SparseChoice = LoadConfig::ConvSparsePath;
 using KernelChoice = LoadConfig::LayerKernel;
+using DenseChoice = LoadConfig::ConvDensePath;
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -111,6 +118,8 @@ struct ConvPlan {
   int64_t col_block = 0;       // im2col pixels per block
   int64_t span = 0;            // sparse direct: (Hout-1)*Wp + Wout
   int64_t stage_rows = 0;      // sparse direct: rows per staging pass
+  int64_t tiles_h = 0, tiles_w = 0;  // Winograd: 4x4 output tiles
+  int64_t tile_rows = 0;             // Winograd: tile rows per block
   int64_t max_tasks = 1;
   // scratch layout, in floats from the (64-byte aligned) base
   int64_t tmp_offset = -1;            // conv result when R broadcasts
@@ -118,6 +127,7 @@ struct ConvPlan {
   int64_t offsets_offset = 0;         // sparse direct: int32 offsets
   int64_t column_offsets_offset = 0;  // sparse direct: int32 offset per weight column
   int64_t stage_offset = 0;           // sparse direct: per-task staging
+  int64_t v_offset = 0, m_offset = 0;  // Winograd: transformed input / GEMM result
   int64_t total_floats = 0;
 };
 
@@ -125,7 +135,7 @@ class Conv2dOp final : public Op {
  public:
   Conv2dOp(const NodeContext& ctx, const format::TensorInfo& w, const float* bias,
            bool has_residual)
-      : weights_(w, ctx.config()), bias_(bias), has_residual_(has_residual) {
+      : weights_(w, ctx.config()), bias_(bias), has_residual_(has_residual), config_(ctx.config()) {
     spatial_rank_ = static_cast<int>(w.dims.size()) - 2;
     attrs_ = parse_conv_attributes(ctx, spatial_rank_, w.dims[0]);
     act_ = parse_fused_activation(ctx);
@@ -139,6 +149,7 @@ class Conv2dOp final : public Op {
     cout_group_ = cout_ / attrs_.groups;
     conv_ = &kernels::conv_kernel(ctx.isa());
     sparse_choice_ = ctx.config().conv_sparse_path;
+    dense_choice_ = ctx.config().conv_dense_path;
     kernel_choice_ = ctx.config().layer_kernel;
     tune_ = ctx.tune();
     stored_nnz_ = weights_.nnz();
@@ -151,6 +162,8 @@ class Conv2dOp final : public Op {
       dense_ = densify_weight(w, ctx.config());
       return;
     }
+    winograd_able_ = attrs_.groups == 1 && kernel_h_ == 3 && kernel_w_ == 3 && attrs_.stride_h == 1 &&
+                     attrs_.stride_w == 1 && attrs_.dilation_h == 1 && attrs_.dilation_w == 1;
     bool want_sparse = density_ <= kKeepSparseBelow;
     bool want_dense = density_ > kKeepDenseAbove;
     if (kernel_choice_ != KernelChoice::kAuto) want_sparse = want_dense = true;
@@ -243,6 +256,9 @@ class Conv2dOp final : public Op {
       case ConvPath::kSparseDirect:
         run_sparse_direct(ctx, plan, x, y, r, base);
         break;
+      case ConvPath::kWinograd:
+        run_winograd(ctx, plan, x, y, r, base);
+        break;
       case ConvPath::kPointwise:
       case ConvPath::kIm2col:
         run_matrix(ctx, plan, x, y, r, base);
@@ -278,20 +294,78 @@ class Conv2dOp final : public Op {
     for (size_t i = 1; i < inputs.size(); ++i) shapes.push_back(i == 3 ? Shape{1} : inputs[i]);
     const ConvPlan sparse = make_plan(shapes, 1, KernelChoice::kSparse);
     const ConvPlan dense = make_plan(shapes, 1, KernelChoice::kDense);
+    if (shape_elements(x_shape) == 0 || shape_elements(sparse.conv_shape) == 0)
+      return density_ <= sparse_max_density(sparse.g);
+    return time_plan(sparse, x_shape) <= time_plan(dense, x_shape);
+  }
+
+  // Dense 3x3 stride 1: Winograd F(4x4, 3x3) rather than im2col + gemm when
+  // the map has enough tiles to reuse the 4x larger transformed weights and
+  // the channels amortise the transforms (measurements at the top of this file).
+  bool winograd_wins(const std::vector<Shape>& inputs, const kernels::ConvGeometry& g) const {
+    if (!winograd_able_ || dense_choice_ == DenseChoice::kIm2col) return false;
+    if (dense_choice_ == DenseChoice::kWinograd) return true;
+    const int64_t tiles = ((g.out_h + 3) / 4) * ((g.out_w + 3) / 4);
+    const int64_t channels = std::min(cin_group_, cout_);
+    const bool model = tiles >= kWinogradMinTiles && channels >= kWinogradMinChannels &&
+                       tiles * channels >= kWinogradMinTilesTimesChannels;
+    if (!tune_ || !weights_.has_dense()) return model;
+    Shape key = inputs[0];
+    key[0] = 1;
+    {
+      std::lock_guard<std::mutex> lock(winograd_tuned_mutex_);
+      auto it = winograd_tuned_.find(key);
+      if (it != winograd_tuned_.end()) return it->second;
+    }
+    bool wins = false;
+    if (ensure_winograd()) {
+      std::vector<Shape> shapes = {key};
+      for (size_t i = 1; i < inputs.size(); ++i) shapes.push_back(i == 3 ? Shape{1} : inputs[i]);
+      ConvPlan wino = make_plan(shapes, 1, KernelChoice::kDense, DenseChoice::kWinograd);
+      ConvPlan im2col = make_plan(shapes, 1, KernelChoice::kDense, DenseChoice::kIm2col);
+      wins = time_plan(wino, key) < time_plan(im2col, key);
+    }
+    std::lock_guard<std::mutex> lock(winograd_tuned_mutex_);
+    return winograd_tuned_.emplace(key, wins).first->second;
+  }
+
+  // The transformed, packed weights (4x the dense weight), charged to the
+  // model's expand budget; false when the budget refuses them.
+  bool ensure_winograd() const {
+    const int state = winograd_state_.load(std::memory_order_acquire);
+    if (state != 0) return state > 0;
+    std::lock_guard<std::mutex> lock(winograd_mutex_);
+    if (winograd_state_.load() != 0) return winograd_state_.load() > 0;
+    const int64_t elements = 36 * cout_ * cin_group_;
+    if (!config_.try_charge(elements * static_cast<int64_t>(sizeof(float)))) {
+      config_.note("weight '" + weights_.info().name +
+                   "': Winograd weights over the expand budget; this layer runs im2col + gemm");
+      winograd_state_.store(-1, std::memory_order_release);
+      return false;
+    }
+    const kernels::AlignedFloats w = densify_weight(weights_.info(), LoadConfig());
+    kernels::AlignedFloats u(static_cast<size_t>(elements));
+    kernels::conv_winograd_weights(w.data(), cout_, cin_group_, u.data());
+    winograd_gemm_ = &kernels::gemm_kernel(config_.isa);
+    winograd_u_.resize(36);
+    for (int64_t xi = 0; xi < 36; ++xi)
+      winograd_gemm_->pack(u.data() + xi * cout_ * cin_group_, cout_, cin_group_, cin_group_, &winograd_u_[xi]);
+    winograd_state_.store(1, std::memory_order_release);
+    return true;
+  }
+
+  // One image through `plan` on random data, 1 thread, best of 3 (for tune).
+  double time_plan(const ConvPlan& plan, const Shape& x_shape) const {
     const int64_t in_elements = shape_elements(x_shape);
-    const int64_t out_elements = shape_elements(sparse.conv_shape);
-    if (in_elements == 0 || out_elements == 0) return density_ <= sparse_max_density(sparse.g);
-    std::vector<float> x(static_cast<size_t>(in_elements)), y(static_cast<size_t>(out_elements));
+    const int64_t out_elements = shape_elements(plan.conv_shape);
+    std::vector<float> x(static_cast<size_t>(std::max<int64_t>(in_elements, 1)));
+    std::vector<float> y(static_cast<size_t>(std::max<int64_t>(out_elements, 1)));
     std::mt19937 gen(12345);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
     for (float& v : x) v = dist(gen);
-    kernels::AlignedFloats scratch(
-        static_cast<size_t>(std::max<int64_t>({sparse.total_floats, dense.total_floats, 16})));
+    kernels::AlignedFloats scratch(static_cast<size_t>(std::max<int64_t>(plan.total_floats, 16)));
     RunContext ctx(runtime::ThreadPool::global(), 1, scratch.data(), scratch.size() * sizeof(float));
-    auto time_plan = [&](const ConvPlan& plan) {
-      return best_time([&] { run_image(ctx, plan, x.data(), y.data(), nullptr, scratch.data()); }, 3);
-    };
-    return time_plan(sparse) <= time_plan(dense);
+    return best_time([&] { run_image(ctx, plan, x.data(), y.data(), nullptr, scratch.data()); }, 3);
   }
 
   std::string kernel_name(const ConvPlan& plan) const {
@@ -306,13 +380,16 @@ class Conv2dOp final : public Op {
         return conv_->depthwise_name;
       case ConvPath::kSparseDirect:
         return conv_->sparse_direct_name;
+      case ConvPath::kWinograd:
+        return std::string(conv_->winograd_name) + "+" + winograd_gemm_->name;
     }
     return "";
   }
 
   // force: kAuto = the cost model (or the tuned choice), else that kernel family.
   ConvPlan make_plan(const std::vector<Shape>& inputs, int threads,
-                     KernelChoice force = KernelChoice::kAuto) const {
+                     KernelChoice force = KernelChoice::kAuto,
+                     DenseChoice dense_force = DenseChoice::kAuto) const {
     ConvPlan p;
     const Shape xs = as_4d(inputs[0]);
     if (xs[1] != cin_group_ * attrs_.groups)
@@ -384,6 +461,9 @@ class Conv2dOp final : public Op {
         p.path = ConvPath::kSparseDirect;
         p.span = (g.out_h - 1) * g.phase_w() + g.out_w;
       }
+      const bool winograd = dense_force == DenseChoice::kAuto ? winograd_wins(inputs, g)
+                                                              : winograd_able_ && dense_force == DenseChoice::kWinograd;
+      if (!p.sparse && winograd && ensure_winograd()) p.path = ConvPath::kWinograd;
     }
     p.max_tasks = std::max(1, threads) * 4;  // partition_task_count never returns more
     int64_t floats = 0;
@@ -408,6 +488,16 @@ class Conv2dOp final : public Op {
         if (g.padded_h() != g.in_h || g.padded_w() != g.in_w)
           p.work_offset = reserve(p.max_tasks * round_up(g.padded_h() * g.padded_w(), 16));
         break;
+      case ConvPath::kWinograd: {
+        p.tiles_h = (g.out_h + 3) / 4;
+        p.tiles_w = (g.out_w + 3) / 4;
+        const int64_t per_row = 36 * (cin_group_ + cout_) * p.tiles_w;
+        p.tile_rows = std::max<int64_t>(1, std::min(p.tiles_h, kWinogradBudgetFloats / per_row));
+        p.work_offset = reserve(cin_group_ * (4 * p.tiles_h + 2) * (4 * p.tiles_w + 2));
+        p.v_offset = reserve(36 * cin_group_ * p.tile_rows * p.tiles_w);
+        p.m_offset = reserve(36 * cout_ * p.tile_rows * p.tiles_w);
+        break;
+      }
       case ConvPath::kSparseDirect:
         p.work_offset = reserve(g.channels * g.stride_h * g.stride_w * g.phase_h() * g.phase_w());
         p.offsets_offset = reserve(stored_nnz_);
@@ -524,6 +614,64 @@ class Conv2dOp final : public Op {
     }
   }
 
+  // Winograd F(4x4, 3x3) (kernels/conv/conv.h): pad the image once to whole
+  // tiles, then per block of tile rows the input transform (tasks over input
+  // channels), 36 GEMMs M[xi] = U[xi] V[xi] (tasks over xi and row ranges), and
+  // the output transform with bias, residual and activation (tasks over output
+  // channels).
+  void run_winograd(const RunContext& ctx, const ConvPlan& p, const float* x, float* y,
+                    const float* r, float* base) const {
+    const kernels::ConvGeometry& g = p.g;
+    const int64_t cin = cin_group_, cout = cout_;
+    kernels::ConvGeometry gp = g;  // padded to whole tiles (the extra rows/columns are zero)
+    const int64_t hp = 4 * p.tiles_h + 2, wp = 4 * p.tiles_w + 2, plane = hp * wp;
+    gp.pad_bottom = hp - g.in_h - g.pad_top;
+    gp.pad_right = wp - g.in_w - g.pad_left;
+    float* xp = base + p.work_offset;
+    float* v = base + p.v_offset;
+    float* m = base + p.m_offset;
+    const int threads = ctx.threads();
+    const int64_t pad_tasks = std::min(p.max_tasks, partition_task_count(threads, cin * plane, cin));
+    ctx.parallel_for(pad_tasks, [&](int64_t t) {
+      kernels::conv_pad_input(gp, x, cin * t / pad_tasks, cin * (t + 1) / pad_tasks, xp);
+    });
+    const kernels::GemmKernel& gemm = *winograd_gemm_;
+    for (int64_t ty0 = 0; ty0 < p.tiles_h; ty0 += p.tile_rows) {
+      const int64_t ty1 = std::min(p.tiles_h, ty0 + p.tile_rows);
+      const int64_t nt = (ty1 - ty0) * p.tiles_w;
+      // ~ 8 operations per element of V (the 36 x 2 six-point transforms)
+      const int64_t in_tasks = std::min(p.max_tasks, partition_task_count(threads, 36 * 8 * cin * nt, cin));
+      ctx.parallel_for(in_tasks, [&](int64_t t) {
+        conv_->winograd_input(xp, wp, plane, cin * t / in_tasks, cin * (t + 1) / in_tasks, ty0, ty1, p.tiles_w, v,
+                              cin * nt, nt);
+      });
+      // the GEMMs: 36 x (row ranges), in multiples of the packed row block
+      const int64_t tasks = partition_task_count(threads, 36 * cout * cin * nt, 36 * cout);
+      const int64_t row_block = winograd_u_[0].row_block;
+      const int64_t row_parts = std::max<int64_t>(1, std::min((tasks + 35) / 36, (cout + row_block - 1) / row_block));
+      const std::vector<int64_t> rb = partition_rows(cout, row_parts, row_block);
+      const int64_t parts = static_cast<int64_t>(rb.size()) - 1;
+      const int64_t gemm_tasks = tasks <= 1 ? 1 : 36 * parts;
+      ctx.parallel_for(gemm_tasks, [&](int64_t t) {
+        const int64_t xi0 = gemm_tasks == 1 ? 0 : t / parts, xi1 = gemm_tasks == 1 ? 36 : xi0 + 1;
+        const int64_t r0 = gemm_tasks == 1 ? 0 : rb[t % parts], r1 = gemm_tasks == 1 ? cout : rb[t % parts + 1];
+        for (int64_t xi = xi0; xi < xi1; ++xi)
+          gemm.fn(winograd_u_[xi], r0, r1, v + xi * cin * nt, nt, nt, nullptr, m + xi * cout * nt, nt);
+      });
+      const int64_t out_tasks = std::min(p.max_tasks, partition_task_count(threads, 36 * 4 * cout * nt, cout));
+      const int64_t row0 = 4 * ty0, row1 = std::min(g.out_h, 4 * ty1);
+      ctx.parallel_for(out_tasks, [&](int64_t t) {
+        for (int64_t k = cout * t / out_tasks; k < cout * (t + 1) / out_tasks; ++k) {
+          float* yk = y + k * p.pixels;
+          conv_->winograd_output(m + k * nt, cout * nt, ty0, ty1, p.tiles_w, bias_ != nullptr ? bias_[k] : 0.0f, yk,
+                                 g.out_h, g.out_w);
+          epilogue(p, yk + row0 * g.out_w, r != nullptr ? r + k * p.pixels + row0 * g.out_w : nullptr,
+                   (row1 - row0) * g.out_w);
+        }
+      });
+    }
+  }
+
   // Pointwise and im2col: Y_g = W_g * M_g, M_g = X_g (pointwise) or its im2col blocks.
   void run_matrix(const RunContext& ctx, const ConvPlan& p, const float* x, float* y,
                   const float* r, float* base) const {
@@ -603,6 +751,19 @@ class Conv2dOp final : public Op {
   bool tune_ = false;
   SparseChoice sparse_choice_ = SparseChoice::kAuto;
   KernelChoice kernel_choice_ = KernelChoice::kAuto;
+  DenseChoice dense_choice_ = DenseChoice::kAuto;
+  LoadConfig config_;  // the model's expand budget and notes (Winograd weights)
+  // Winograd: built on the first plan that uses it (state 1), or refused when
+  // over the expand budget (-1); guarded by winograd_mutex_.
+  bool winograd_able_ = false;
+  mutable std::mutex winograd_mutex_;
+  mutable std::atomic<int> winograd_state_{0};
+  mutable std::vector<kernels::PackedGemmWeights> winograd_u_;  // 36 packed Cout x Cin
+  mutable const kernels::GemmKernel* winograd_gemm_ = nullptr;
+  // input shape -> Winograd wins (tune only). Its own mutex: the sparse-vs-dense
+  // timing holds tuned_mutex_ while it plans the dense side, which tunes this.
+  mutable std::mutex winograd_tuned_mutex_;
+  mutable std::map<Shape, bool> winograd_tuned_;
   mutable std::mutex tuned_mutex_;
   mutable std::map<Shape, bool> tuned_;  // input shape -> sparse wins (tune only)
   const kernels::ConvKernel* conv_ = nullptr;

@@ -66,6 +66,7 @@ struct LoadConfig {
   kernels::Isa isa = kernels::Isa::kScalar;
   enum class LayerKernel { kAuto, kSparse, kDense } layer_kernel = LayerKernel::kAuto;
   enum class ConvSparsePath { kAuto, kDirect, kIm2col } conv_sparse_path = ConvSparsePath::kAuto;
+  enum class ConvDensePath { kAuto, kWinograd, kIm2col } conv_dense_path = ConvDensePath::kAuto;
 };
 
 // What a factory sees of its node at load time.

@@ -122,7 +122,7 @@ class PoolOp final : public Op {
     const int64_t tasks = (planes + per_task - 1) / per_task;
     ctx.parallel_for(tasks, [&](int64_t t) {
       const int64_t p1 = std::min(planes, (t + 1) * per_task);
-      std::vector<float> vrow(static_cast<size_t>(in[2]));
+      std::vector<float> vrow(2 * static_cast<size_t>(in[2]));  // the row reduction, then its column maxima
       for (int64_t p = t * per_task; p < p1; ++p)
         pool_plane(x + p * in_plane, in, y + p * out_plane, out, taps, vrow.data());
     });
@@ -136,7 +136,8 @@ class PoolOp final : public Op {
 
  private:
   // PyTorch propagates NaN: a NaN tap wins, and nan_max keeps it.
-  static inline float nan_max(float m, float v) { return (v > m || v != v) ? v : m; }
+  // (bitwise |, no branch: the row loops vectorise)
+  static inline float nan_max(float m, float v) { return ((v > m) | (v != v)) ? v : m; }
 
   void pool_plane(const float* x, const int64_t in[3], float* y, const int64_t out[3], const AxisTaps taps[3],
                   float* vrow) const {
@@ -168,11 +169,25 @@ class PoolOp final : public Op {
           std::fill(yrow, yrow + out[2], is_max ? neg_inf : 0.0f);
           continue;
         }
+        // Max: the maximum over the column taps of every window that lies inside
+        // the row, at stride 1 (contiguous, vectorises); outputs whose window is
+        // whole then just pick theirs. Windows cut by padding take the loop below.
+        const int64_t kw = g_.kernel[2], full = iw - g_.extent(2) + 1;
+        float* cm = vrow + iw;
+        if (is_max && kw > 1 && full > 0) {
+          std::copy(vrow, vrow + full, cm);
+          for (int64_t c = 1; c < kw; ++c) {
+            const float* src = vrow + c * dw;
+            for (int64_t k = 0; k < full; ++k) cm[k] = nan_max(cm[k], src[k]);
+          }
+        }
         const int64_t rows_in = (td.tap_end[od] - td.tap_begin[od]) * (th.tap_end[oh] - th.tap_begin[oh]);
         const int64_t rows_all = (td.window_end[od] - td.start[od]) * (th.window_end[oh] - th.start[oh]);
         for (int64_t j = 0; j < out[2]; ++j) {
           const int64_t s0 = tw.start[j];
-          if (is_max) {
+          if (is_max && kw > 1 && full > 0 && tw.tap_begin[j] == 0 && tw.tap_end[j] == kw) {
+            yrow[j] = cm[s0];
+          } else if (is_max) {
             float m = neg_inf;
             for (int64_t c = tw.tap_begin[j]; c < tw.tap_end[j]; ++c) m = nan_max(m, vrow[s0 + c * dw]);
             yrow[j] = m;

@@ -151,6 +151,7 @@ sparsert::LoadOptions options_from(const py::dict& d) {
     else if (key == "disabled_passes") o.disabled_passes = v.cast<std::vector<std::string>>();
     else if (key == "layer_kernel") o.layer_kernel = v.cast<std::string>();
     else if (key == "conv_sparse_path") o.conv_sparse_path = v.cast<std::string>();
+    else if (key == "conv_dense_path") o.conv_dense_path = v.cast<std::string>();
     else if (key == "max_cached_plans") o.max_cached_plans = v.cast<int>();
     else throw py::value_error("unknown load option '" + key + "'");
   }

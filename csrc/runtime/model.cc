@@ -97,6 +97,16 @@ ops::LoadConfig make_config(const LoadOptions& options) {
     throw Error(ErrorCode::kInvalidArgument,
                 "conv_sparse_path must be 'auto', 'direct' or 'im2col', got '" + options.conv_sparse_path + "'");
   }
+  if (options.conv_dense_path == "auto") {
+    c.conv_dense_path = ops::LoadConfig::ConvDensePath::kAuto;
+  } else if (options.conv_dense_path == "winograd") {
+    c.conv_dense_path = ops::LoadConfig::ConvDensePath::kWinograd;
+  } else if (options.conv_dense_path == "im2col") {
+    c.conv_dense_path = ops::LoadConfig::ConvDensePath::kIm2col;
+  } else {
+    throw Error(ErrorCode::kInvalidArgument,
+                "conv_dense_path must be 'auto', 'winograd' or 'im2col', got '" + options.conv_dense_path + "'");
+  }
   return c;
 }
 

@@ -76,7 +76,8 @@ def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool 
         (default: the best this CPU runs); :func:`sparsert.supported_isas` lists them.
     disable_passes: load-time rewrites to skip by name (``sparsert._core.pass_names()``).
     kernel_options: ``layer_kernel="auto"|"sparse"|"dense"``, ``conv_sparse_path=
-        "auto"|"direct"|"im2col"``, ``max_cached_plans=8`` (tests and benchmarks).
+        "auto"|"direct"|"im2col"``, ``conv_dense_path="auto"|"winograd"|"im2col"``,
+        ``max_cached_plans=8`` (tests and benchmarks).
     Raises FileNotFoundError, sparsert.FormatError (a ValueError) for a bad
     file, sparsert.UnsupportedError for ops this build does not implement.
     """
@@ -120,7 +121,7 @@ def load_bytes(data: bytes | bytearray | memoryview, threads: int | None = None,
 
 
 def _kernel_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    known = {"layer_kernel", "conv_sparse_path", "max_cached_plans"}
+    known = {"layer_kernel", "conv_sparse_path", "conv_dense_path", "max_cached_plans"}
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"unknown load option(s) {sorted(unknown)}; known: {sorted(known)}")

@@ -346,5 +346,104 @@ TEST_P(ConvDepthwise, SpecialisedKernels) {
   check_depthwise(GetParam(), g, seed + 700, 0.0f, 6.0f);
 }
 
+// --- Winograd F(4x4, 3x3) ----------------------------------------------------
+// Each kernel's input and output transforms against the reference ones (NaN
+// pre-filled outputs with guards: every element of the range written, nothing
+// else), then the whole F(4x4, 3x3) pipeline of the reference (weights, 36
+// products, transforms) against a direct 3x3 convolution in double.
+class ConvWinograd : public ::testing::TestWithParam<size_t> {};
+INSTANTIATE_TEST_SUITE_P(Kernel, ConvWinograd, ::testing::Range<size_t>(0, kernels::conv_kernels().size()),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return std::string(kernels::conv_kernels()[info.param].winograd_name);
+                         });
+
+TEST_P(ConvWinograd, TransformsMatchReference) {
+  const uint64_t seed = base_seed() + 900;
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  const ConvKernel& k = kernels::conv_kernels().at(GetParam());
+  const ConvKernel& ref = kernels::conv_kernels().front();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  // (channels, tiles_h, tiles_w): one tile, chunk edges (15, 16, 17, 33 tiles a row), odd sizes
+  const int64_t cases[][3] = {{1, 1, 1}, {3, 2, 15}, {2, 1, 16}, {5, 3, 17}, {1, 2, 33}, {4, 4, 5}};
+  for (const auto& c : cases) {
+    const int64_t channels = c[0], tiles_h = c[1], tiles_w = c[2];
+    const int64_t hp = 4 * tiles_h + 2, wp = 4 * tiles_w + 2, plane = hp * wp;
+    std::vector<float> xp(static_cast<size_t>(channels * plane));
+    for (float& v : xp) v = dist(rng);
+    // input: tile rows [1, tiles_h) when there are several (an offset block)
+    const int64_t ty0 = tiles_h > 1 ? 1 : 0, nt = (tiles_h - ty0) * tiles_w;
+    const int64_t ld_c = nt + 3, ld_xi = channels * ld_c + 5;  // padded strides: guards between rows
+    std::vector<float> v(static_cast<size_t>(36 * ld_xi), kNaN), v_ref(v.size(), kNaN);
+    k.winograd_input(xp.data(), wp, plane, 0, channels, ty0, tiles_h, tiles_w, v.data(), ld_xi, ld_c);
+    ref.winograd_input(xp.data(), wp, plane, 0, channels, ty0, tiles_h, tiles_w, v_ref.data(), ld_xi, ld_c);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (std::isnan(v_ref[i])) {
+        ASSERT_TRUE(std::isnan(v[i])) << "input transform wrote outside its range at " << i;
+      } else {
+        ASSERT_NEAR(v[i], v_ref[i], 1e-4f * (1.0f + std::fabs(v_ref[i])))
+            << "input transform, case " << channels << "x" << tiles_h << "x" << tiles_w << " at " << i;
+      }
+    }
+    // output: one channel of M for the same tiles, into a plane cut short of
+    // the last tile row / column (out = 4 * tiles - 3) with a guard row below
+    std::vector<float> m(static_cast<size_t>(36 * ld_c));
+    for (float& e : m) e = dist(rng);
+    const int64_t out_h = 4 * tiles_h - 3 + (tiles_h > 2 ? 2 : 0), out_w = 4 * tiles_w - 3;
+    std::vector<float> y(static_cast<size_t>((out_h + 1) * out_w), kNaN), y_ref(y.size(), kNaN);
+    k.winograd_output(m.data(), ld_c, ty0, tiles_h, tiles_w, 0.25f, y.data(), out_h, out_w);
+    ref.winograd_output(m.data(), ld_c, ty0, tiles_h, tiles_w, 0.25f, y_ref.data(), out_h, out_w);
+    for (size_t i = 0; i < y.size(); ++i) {
+      if (std::isnan(y_ref[i])) {
+        ASSERT_TRUE(std::isnan(y[i])) << "output transform wrote outside its range at " << i;
+      } else {
+        ASSERT_NEAR(y[i], y_ref[i], 1e-4f * (1.0f + std::fabs(y_ref[i])))
+            << "output transform, case " << channels << "x" << tiles_h << "x" << tiles_w << " at " << i;
+      }
+    }
+  }
+}
+
+TEST(ConvWinogradMath, MatchesDirectConvolution) {
+  const uint64_t seed = base_seed() + 950;
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const ConvKernel& ref = kernels::conv_kernels().front();
+  const int64_t cin = 3, cout = 2, tiles_h = 2, tiles_w = 3;
+  const int64_t hp = 4 * tiles_h + 2, wp = 4 * tiles_w + 2, plane = hp * wp, nt = tiles_h * tiles_w;
+  const int64_t out_h = hp - 2, out_w = wp - 2;
+  std::vector<float> x(static_cast<size_t>(cin * plane)), w(static_cast<size_t>(cout * cin * 9));
+  for (float& v : x) v = dist(rng);
+  for (float& v : w) v = dist(rng);
+  std::vector<float> u(static_cast<size_t>(36 * cout * cin)), v(static_cast<size_t>(36 * cin * nt));
+  std::vector<float> m(static_cast<size_t>(36 * cout * nt), 0.0f);
+  kernels::conv_winograd_weights(w.data(), cout, cin, u.data());
+  ref.winograd_input(x.data(), wp, plane, 0, cin, 0, tiles_h, tiles_w, v.data(), cin * nt, nt);
+  for (int64_t xi = 0; xi < 36; ++xi)
+    for (int64_t o = 0; o < cout; ++o)
+      for (int64_t c = 0; c < cin; ++c)
+        for (int64_t t = 0; t < nt; ++t)
+          m[(xi * cout + o) * nt + t] += u[(xi * cout + o) * cin + c] * v[(xi * cin + c) * nt + t];
+  for (int64_t o = 0; o < cout; ++o) {
+    std::vector<float> y(static_cast<size_t>(out_h * out_w));
+    ref.winograd_output(m.data() + o * nt, cout * nt, 0, tiles_h, tiles_w, 0.5f, y.data(), out_h, out_w);
+    for (int64_t oh = 0; oh < out_h; ++oh) {
+      for (int64_t ow = 0; ow < out_w; ++ow) {
+        double acc = 0.5, mag = 0.5;
+        for (int64_t c = 0; c < cin; ++c)
+          for (int64_t kh = 0; kh < 3; ++kh)
+            for (int64_t kw = 0; kw < 3; ++kw) {
+              const double p = static_cast<double>(w[((o * cin + c) * 3 + kh) * 3 + kw]) *
+                               x[c * plane + (oh + kh) * wp + ow + kw];
+              acc += p;
+              mag += std::fabs(p);
+            }
+        ASSERT_NEAR(y[oh * out_w + ow], acc, 1e-5 * 16 * mag) << "output " << o << " at " << oh << "," << ow;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sparsert

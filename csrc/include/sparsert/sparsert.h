@@ -138,6 +138,9 @@ struct LoadOptions {
   std::string layer_kernel = "auto";
   // Sparse KxK convolution path: "auto", "direct" or "im2col".
   std::string conv_sparse_path = "auto";
+  // Dense 3x3 stride-1 convolution path: "auto", "winograd" (F(4x4, 3x3))
+  // or "im2col" (im2col + gemm).
+  std::string conv_dense_path = "auto";
   // Execution plans (one per distinct set of input shapes) kept at once.
   int max_cached_plans = 8;
 };

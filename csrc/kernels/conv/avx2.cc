@@ -49,6 +49,7 @@ struct Avx2ConvOps : Avx2Ops {
 }  // namespace sparsert
 
 #include "kernels/conv/conv_impl.h"
+#include "kernels/conv/winograd_impl.h"
 
 namespace sparsert {
 namespace kernels {
@@ -64,6 +65,18 @@ void conv_sparse_direct_f32_avx2(const float* values, const int32_t* offsets,
 void conv_depthwise_f32_avx2(const ConvGeometry& g, const float* x, const float* w, float bias,
                              float out_min, float out_max, float* y) {
   conv_depthwise_run<Avx2ConvOps>(g, x, w, bias, out_min, out_max, y);
+}
+
+void winograd_input_f4x4_avx2(const float* xp, int64_t wp, int64_t plane, int64_t c_begin,
+                              int64_t c_end, int64_t ty_begin, int64_t ty_end, int64_t tiles_w,
+                              float* v, int64_t ld_xi, int64_t ld_c) {
+  winograd_input_run(xp, wp, plane, c_begin, c_end, ty_begin, ty_end, tiles_w, v, ld_xi, ld_c);
+}
+
+void winograd_output_f4x4_avx2(const float* m, int64_t ld_xi, int64_t ty_begin, int64_t ty_end,
+                               int64_t tiles_w, float bias, float* y, int64_t out_h,
+                               int64_t out_w) {
+  winograd_output_run(m, ld_xi, ty_begin, ty_end, tiles_w, bias, y, out_h, out_w);
 }
 
 }  // namespace kernels

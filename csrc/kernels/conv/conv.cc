@@ -8,12 +8,18 @@
 namespace sparsert {
 namespace kernels {
 
-#define SPARSERT_CONV_KERNEL(isa, direct, depthwise)                                               \
+#define SPARSERT_CONV_KERNEL(isa, direct, depthwise, suffix)                                       \
   void direct(const float* values, const int32_t* offsets, const uint32_t* row_ptr,                \
               int64_t row_begin, int64_t row_end, const float* x, int64_t n, const float* bias,    \
               float* y, int64_t ldy);                                                              \
   void depthwise(const ConvGeometry& g, const float* x, const float* w, float bias, float out_min, \
-                 float out_max, float* y);
+                 float out_max, float* y);                                                         \
+  void winograd_input_f4x4_##suffix(const float* xp, int64_t wp, int64_t plane, int64_t c_begin,   \
+                                    int64_t c_end, int64_t ty_begin, int64_t ty_end,               \
+                                    int64_t tiles_w, float* v, int64_t ld_xi, int64_t ld_c);       \
+  void winograd_output_f4x4_##suffix(const float* m, int64_t ld_xi, int64_t ty_begin,              \
+                                     int64_t ty_end, int64_t tiles_w, float bias, float* y,        \
+                                     int64_t out_h, int64_t out_w);
 #include "kernels/conv/conv.inc"
 #undef SPARSERT_CONV_KERNEL
 
@@ -21,9 +27,11 @@ namespace {
 
 std::vector<ConvKernel> make_conv_kernels() {
   std::vector<ConvKernel> list;
-#define SPARSERT_CONV_KERNEL(isa, direct, depthwise) \
-  if (isa_supported(Isa::isa))                       \
-    list.push_back(ConvKernel{Isa::isa, #direct, &direct, #depthwise, &depthwise});
+#define SPARSERT_CONV_KERNEL(isa, direct, depthwise, suffix)                                   \
+  if (isa_supported(Isa::isa))                                                                \
+    list.push_back(ConvKernel{Isa::isa, #direct, &direct, #depthwise, &depthwise,              \
+                              "winograd_f4x4_3x3_" #suffix, &winograd_input_f4x4_##suffix, \
+                              &winograd_output_f4x4_##suffix});
 #include "kernels/conv/conv.inc"
 #undef SPARSERT_CONV_KERNEL
   return list;
@@ -171,6 +179,28 @@ void conv_col2im(const ConvGeometry& g, const float* cols, int64_t o_begin, int6
           for (int64_t iw = lo; iw < hi; ++iw) d[iw * g.stride_w] += s[iw];
         }
       }
+    }
+  }
+}
+
+void conv_winograd_weights(const float* w, int64_t cout, int64_t cin, float* u) {
+  static const double kG[6][3] = {{1.0 / 4, 0, 0},
+                                  {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                  {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                  {0, 0, 1}};
+  for (int64_t k = 0; k < cout; ++k) {
+    for (int64_t c = 0; c < cin; ++c) {
+      const float* g = w + (k * cin + c) * 9;
+      double gg[6][3];  // G g
+      for (int i = 0; i < 6; ++i)
+        for (int j = 0; j < 3; ++j)
+          gg[i][j] = kG[i][0] * g[j] + kG[i][1] * g[3 + j] + kG[i][2] * g[6 + j];
+      for (int i = 0; i < 6; ++i)
+        for (int j = 0; j < 6; ++j)
+          u[(i * 6 + j) * cout * cin + k * cin + c] =
+              static_cast<float>(gg[i][0] * kG[j][0] + gg[i][1] * kG[j][1] + gg[i][2] * kG[j][2]);
     }
   }
 }

@@ -38,5 +38,52 @@ void conv_depthwise_f32_ref(const ConvGeometry& g, const float* x, const float* 
   }
 }
 
+// Winograd transforms as the textbook matrix products B^T d B and A^T M A.
+namespace {
+const float kBt[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                         {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+const float kAt[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+}  // namespace
+
+void winograd_input_f4x4_ref(const float* xp, int64_t wp, int64_t plane, int64_t c_begin,
+                             int64_t c_end, int64_t ty_begin, int64_t ty_end, int64_t tiles_w,
+                             float* v, int64_t ld_xi, int64_t ld_c) {
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    for (int64_t ty = ty_begin; ty < ty_end; ++ty) {
+      for (int64_t tx = 0; tx < tiles_w; ++tx) {
+        const float* d = xp + c * plane + 4 * ty * wp + 4 * tx;
+        const int64_t t = (ty - ty_begin) * tiles_w + tx;
+        for (int i = 0; i < 6; ++i) {
+          for (int j = 0; j < 6; ++j) {
+            float acc = 0.0f;
+            for (int a = 0; a < 6; ++a)
+              for (int b = 0; b < 6; ++b) acc += kBt[i][a] * d[a * wp + b] * kBt[j][b];
+            v[(i * 6 + j) * ld_xi + c * ld_c + t] = acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+void winograd_output_f4x4_ref(const float* m, int64_t ld_xi, int64_t ty_begin, int64_t ty_end,
+                              int64_t tiles_w, float bias, float* y, int64_t out_h, int64_t out_w) {
+  for (int64_t ty = ty_begin; ty < ty_end; ++ty) {
+    for (int64_t tx = 0; tx < tiles_w; ++tx) {
+      const int64_t t = (ty - ty_begin) * tiles_w + tx;
+      for (int i = 0; i < 4; ++i) {
+        for (int j = 0; j < 4; ++j) {
+          const int64_t oh = 4 * ty + i, ow = 4 * tx + j;
+          if (oh >= out_h || ow >= out_w) continue;
+          float acc = 0.0f;
+          for (int a = 0; a < 6; ++a)
+            for (int b = 0; b < 6; ++b) acc += kAt[i][a] * m[(a * 6 + b) * ld_xi + t] * kAt[j][b];
+          y[oh * out_w + ow] = acc + bias;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace kernels
 }  // namespace sparsert
