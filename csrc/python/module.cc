@@ -283,6 +283,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("supported_ops", &sparsert::supported_ops);
   m.def("pass_names", &sparsert::pass_names);
   m.def("default_threads", &sparsert::default_threads);
+  m.def("thread_pool_stalls", &sparsert::thread_pool_stalls);
   m.def("activations", [] {
     py::list out;
     for (const auto& a : sparsert::activations()) {

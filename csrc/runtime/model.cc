@@ -71,6 +71,8 @@ std::vector<std::string> supported_ops() { return ops::supported_op_types(); }
 
 int default_threads() { return runtime::ThreadPool::available_cpus(); }
 
+int64_t thread_pool_stalls() { return runtime::ThreadPool::global().stalls(); }
+
 namespace {
 
 ops::LoadConfig make_config(const LoadOptions& options) {

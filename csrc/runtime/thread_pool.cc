@@ -31,6 +31,14 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(300);
 constexpr int kLateJobsBeforeBackoff = 4;
 constexpr auto kBackoff = std::chrono::milliseconds(20);
+// The caller's side of the same problem: a worker that claimed a task and was
+// then descheduled (another process wants its core) holds the whole job up
+// for a scheduler time slice, milliseconds for a job of microseconds. When
+// the caller waits for the workers longer than it worked itself (and longer
+// than kStallMin), the jobs of the next kSoloFor run on the caller alone
+// (the 1-thread speed), then the workers are tried again.
+constexpr auto kStallMin = std::chrono::microseconds(500);
+constexpr auto kSoloFor = std::chrono::milliseconds(50);
 
 // CPU quota of the process's cgroup in CPUs (rounded up), or 0 when unlimited / unknown.
 int cgroup_cpu_limit() {
@@ -164,8 +172,11 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
                               int max_threads) {
   if (tasks <= 0) return;
   const int helpers = std::min<int64_t>(std::min(max_threads - 1, workers()), tasks - 1);
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const bool solo = start.time_since_epoch().count() < solo_until_.load(std::memory_order_relaxed);
   bool expected = false;
-  if (helpers <= 0 || !busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+  if (helpers <= 0 || solo || !busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
     for (int64_t t = 0; t < tasks; ++t) fn(t);
     return;
   }
@@ -191,11 +202,22 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
   run_tasks();
   // Wait until every task finished, then retire the job under the lock once no
   // worker is inside it (workers only join a live job, under the same lock).
+  const auto own_done = Clock::now();
+  bool waited = false;
   for (int i = 0; finished_.load(std::memory_order_acquire) < tasks_; ++i) {
+    waited = true;
     if (i < 2000) {
       SPARSERT_CPU_RELAX();
     } else {
       std::this_thread::yield();
+    }
+  }
+  if (waited) {
+    const auto end = Clock::now();
+    const auto wait = end - own_done;
+    if (wait > kStallMin && wait > own_done - start) {
+      solo_until_.store((end + kSoloFor).time_since_epoch().count(), std::memory_order_relaxed);
+      stalls_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   {

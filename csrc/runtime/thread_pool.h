@@ -7,6 +7,11 @@
 // when the machine is busy (a worker that keeps arriving after the work is
 // gone stops spinning for a while).
 //
+// A caller that waits for a stalled worker (descheduled while holding a task,
+// because another process wants its core) longer than it worked itself runs
+// the jobs of the next 50 ms alone, so a busy machine costs at most about the
+// 1-thread speed instead of a scheduler time slice per job.
+//
 // Several threads may call parallel_for() at once (one Model run from many
 // threads, or several Models): the first caller gets the workers, the others
 // run their tasks inline on their own thread. Results never depend on which
@@ -78,6 +83,15 @@ class ThreadPool {
   std::atomic<int> active_workers_{0};
   std::exception_ptr error_;
   std::mutex error_mutex_;
+
+  // Stalled-worker backoff (thread_pool.cc): until this steady_clock tick,
+  // parallel_for runs every task on the caller.
+  std::atomic<int64_t> solo_until_{0};
+  std::atomic<int64_t> stalls_{0};
+
+ public:
+  // Jobs after which the pool ran solo for a while because a worker stalled.
+  int64_t stalls() const { return stalls_.load(std::memory_order_relaxed); }
 };
 
 }  // namespace runtime

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "model_builder.h"
+#include "runtime/thread_pool.h"
 #include "sparsert/sparsert.h"
 
 namespace sparsert {
@@ -160,6 +162,35 @@ TEST(Concurrency, LoadAndRunInManyThreadsWhileModelsAreDropped) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// A worker that stalls inside a task (here: sleeps, as a descheduled thread
+// would) makes the caller run the next jobs alone for a while, every task on
+// the caller's thread; results do not depend on it.
+TEST(ThreadPoolStall, CallerRunsAloneAfterAWorkerStalls) {
+  runtime::ThreadPool pool;
+  pool.reserve(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<bool> worker_joined{false};
+  const auto start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration join_latency{};
+  pool.parallel_for(2, [&](int64_t) {
+    if (std::this_thread::get_id() != caller) {
+      join_latency = std::chrono::steady_clock::now() - start;
+      worker_joined = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    } else {
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      while (!worker_joined && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    }
+  }, 2);
+  // the rule needs the stall (100 ms) to exceed the caller's own time (its wait for the join)
+  if (!worker_joined || join_latency > std::chrono::milliseconds(50))
+    GTEST_SKIP() << "the worker took over 50 ms to join (an overloaded machine)";
+  EXPECT_EQ(pool.stalls(), 1);
+  std::vector<std::thread::id> ran(64);
+  pool.parallel_for(64, [&](int64_t t) { ran[static_cast<size_t>(t)] = std::this_thread::get_id(); }, 2);
+  for (const auto& id : ran) EXPECT_EQ(id, caller);
 }
 
 }  // namespace

@@ -224,6 +224,11 @@ SPARSERT_API std::vector<std::string> supported_ops();
 SPARSERT_API std::vector<std::string> pass_names();
 // The threads a model gets with LoadOptions::threads = 0 here.
 SPARSERT_API int default_threads();
+// Parallel jobs after which the process-wide kernel thread pool ran on the
+// calling thread alone for 50 ms, because a worker stalled holding a task
+// (descheduled: another process wanted its core). A diagnostic: a count that
+// grows on an idle machine means the threads setting is too high for it.
+SPARSERT_API int64_t thread_pool_stalls();
 
 // One activation of the catalogue (usable as an op or as a fused `activation`
 // attribute of Linear / Conv / ConvTranspose): names and parameter defaults.
