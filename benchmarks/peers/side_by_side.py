@@ -37,7 +37,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "deepsparse_runner.py")
 LIBRARIES = ("deepsparse", "sparsert", "onnxruntime")
-PRETTY = {"resnet18": "ResNet-18", "mobilenet_v2": "MobileNetV2", "bert_encoder": "BERT-2"}
+PRETTY = {"resnet18": "ResNet-18", "mobilenet_v2": "MobileNetV2", "bert_encoder": "BERT-2",
+          "resnet50": "ResNet-50", "squeezenet": "SqueezeNet 1.1", "densenet121": "DenseNet-121",
+          "inception": "Inception-style", "efficientnet_b0": "EfficientNet-B0", "vit_s16": "ViT-S/16"}
 
 
 # ---------------------------------------------------------------------------

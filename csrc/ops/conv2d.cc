@@ -11,8 +11,33 @@
 //   accumulates each output channel over its nonzeros in registers, into a
 //   per-task staging buffer that the epilogue compacts into Y.
 // - depthwise ReLU / ReLU6 / Clip run inside the kernel (its output clamp).
+// - Winograd F(4x4, 3x3) (dense 3x3, stride 1, dilation 1, one group; see
+//   kernels/conv/conv.h): pad once to whole 4x4 tiles, then per block of tile
+//   rows (V + M bounded by kWinogradBudgetFloats) the input transform, 36
+//   packed GEMMs and the output transform with bias, residual and activation.
+//   The transformed weights (36/9 = 4x the dense weight) are built on the first
+//   plan that uses them and charged to the model's expand budget (over it, the
+//   layer stays on im2col, noted in load_log).
 // - im2col (everything else): the Cg*kH*kW x pixels matrix is built in scratch
 //   (in pixel blocks bounded by kIm2colBudgetFloats), then spmm / packed gemm.
+//
+// Dense 3x3 stride 1, Winograd vs im2col + gemm (median of 3 x 30 runs, 1
+// thread, batch 1, pads 1, ReLU; AMD EPYC Zen 3, AVX2; ms):
+//      64 ->  64 56x56  (196 tiles):  im2col 4.99   Winograd 3.07  (1.63x)
+//     128 -> 128 28x28  ( 49 tiles):  im2col 4.35   Winograd 2.74  (1.59x)
+//     256 -> 256 14x14  ( 16 tiles):  im2col 4.12   Winograd 2.75  (1.50x)
+//      32 ->  32 112x112 (784 tiles): im2col 5.35   Winograd 3.86  (1.39x)
+//     512 -> 512 7x7    (  4 tiles):  im2col 4.10   Winograd 4.72  (0.87x)
+//     256 -> 256 8x8    (  4 tiles):  im2col 1.04   Winograd 1.56  (0.67x)
+//      64 ->  64 16x16  ( 16 tiles):  im2col 0.33   Winograd 0.47  (0.71x)
+//      16 ->  16 112x112 (784 tiles): im2col 1.86   Winograd 2.30  (0.81x)
+//       8 ->   8 64x64  (256 tiles):  im2col 0.21   Winograd 0.22  (0.97x)
+// Few tiles do not reuse the 4x larger weights (they stream from memory for
+// a handful of columns); few channels leave the transforms (O(C) per tile
+// against O(C^2) for the GEMMs) dominant. Rule: Winograd when tiles >= 16,
+// min(Cin, Cout) >= 32 and tiles * min(Cin, Cout) >= 4096; tune = true times
+// both per input shape instead. LoadOptions::conv_dense_path = winograd|im2col
+// forces one.
 //
 // Sparse KxK, direct vs im2col + spmm. Measured as the node time of Model.profile
 // (median of 100, 1 thread, AVX-512 machine shared with other jobs, unstructured
@@ -301,7 +326,7 @@ class Conv2dOp final : public Op {
 
   // Dense 3x3 stride 1: Winograd F(4x4, 3x3) rather than im2col + gemm when
   // the map has enough tiles to reuse the 4x larger transformed weights and
-  // the channels amortise the transforms (measurements at the top of this file).
+  // the channels amortise the transforms (the table at the top of this file).
   bool winograd_wins(const std::vector<Shape>& inputs, const kernels::ConvGeometry& g) const {
     if (!winograd_able_ || dense_choice_ == DenseChoice::kIm2col) return false;
     if (dense_choice_ == DenseChoice::kWinograd) return true;
