@@ -32,10 +32,18 @@
 //      64 ->  64 16x16  ( 16 tiles):  im2col 0.33   Winograd 0.47  (0.71x)
 //      16 ->  16 112x112 (784 tiles): im2col 1.86   Winograd 2.30  (0.81x)
 //       8 ->   8 64x64  (256 tiles):  im2col 0.21   Winograd 0.22  (0.97x)
+// A second run (same machine, another hour; min of 5 x 30 runs):
+//     128 ->  32 56x56  (196 tiles):  im2col 6.18   Winograd 2.75  (2.25x, DenseNet)
+//     128 ->  32 28x28  ( 49 tiles):  im2col 1.10   Winograd 0.86  (1.27x)
+//      32 -> 128 56x56  (196 tiles):  im2col 2.91   Winograd 2.37  (1.23x)
+//      64 ->  64 28x28  ( 49 tiles):  im2col 0.82   Winograd 0.69  (1.18x)
+//     128 -> 128 14x14  ( 16 tiles):  im2col 0.84   Winograd 0.73  (1.15x)
+//      96 -> 208 14x14  ( 16 tiles):  im2col 0.96   Winograd 0.86  (1.11x)
+//      48 ->  48 56x56  (196 tiles):  im2col 1.83   Winograd 1.33  (1.38x)
 // Few tiles do not reuse the 4x larger weights (they stream from memory for
 // a handful of columns); few channels leave the transforms (O(C) per tile
 // against O(C^2) for the GEMMs) dominant. Rule: Winograd when tiles >= 16,
-// min(Cin, Cout) >= 32 and tiles * min(Cin, Cout) >= 4096; tune = true times
+// min(Cin, Cout) >= 32 and tiles * min(Cin, Cout) >= 2048; tune = true times
 // both per input shape instead. LoadOptions::conv_dense_path = winograd|im2col
 // forces one.
 //
@@ -105,12 +113,20 @@ namespace sparsert {
 namespace ops {
 namespace {
 
-constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 21;  // 8 MiB of im2col columns
+// im2col columns per block: 1 MiB (half a Zen 3 L2 plus a bit), so the GEMM
+// reads them back from L2 rather than memory, but at least kIm2colMinBlock
+// pixels so a big weight is not streamed once per sliver of columns. 1 thread,
+// median of 5 x 20 runs, ms, budget 8 MiB / floor 64 -> 1 MiB / floor 128:
+// stem 3->64 7x7 s2 at 224: 5.75 -> 4.45; 128->32 3x3 at 56x56 (DenseNet):
+// 6.62 -> 4.70; 64->128, 128->256, 256->512 3x3 s2 and 512->512 at 7x7
+// unchanged within 5%.
+constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 18;
+constexpr int64_t kIm2colMinBlock = 128;
 constexpr int64_t kStageBudgetFloats = 16384;              // 64 KiB staging per task
 constexpr double kDirectMaxDensity = 0.30;
 constexpr int64_t kWinogradMinTiles = 16;
 constexpr int64_t kWinogradMinChannels = 32;
-constexpr int64_t kWinogradMinTilesTimesChannels = 4096;
+constexpr int64_t kWinogradMinTilesTimesChannels = 2048;
 constexpr int64_t kDirectMaxStride = 2;
 constexpr double kIm2colMaxDensity = 0.30;
 constexpr double kPointwiseMaxDensity = 0.30;
@@ -506,7 +522,7 @@ class Conv2dOp final : public Op {
         break;
       case ConvPath::kIm2col:
         p.col_block = std::min(
-            p.pixels, std::max<int64_t>(64, kIm2colBudgetFloats / std::max<int64_t>(k, 1)));
+            p.pixels, std::max<int64_t>(kIm2colMinBlock, kIm2colBudgetFloats / std::max<int64_t>(k, 1)));
         p.work_offset = reserve(k * p.col_block);
         break;
       case ConvPath::kDepthwise:
