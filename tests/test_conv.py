@@ -416,3 +416,33 @@ def test_batchnorm(shape: tuple[int, ...]) -> None:
     ref = F.batch_norm(torch.from_numpy(x), torch.from_numpy(mean), torch.from_numpy(var),
                        torch.from_numpy(scale), torch.from_numpy(bias), False, 0.0, 1e-3).numpy()
     check(out, ref, f"batchnorm {shape}")
+
+
+@pytest.mark.parametrize(("op", "attrs", "act"), [("Relu", {}, F.relu), ("Sigmoid", {}, torch.sigmoid),
+                                                   ("LeakyRelu", {"alpha": 0.2}, lambda t: F.leaky_relu(t, 0.2))])
+def test_batchnorm_fused_activation(op: str, attrs: dict[str, Any], act: Any) -> None:
+    """A BatchNorm no conv absorbs (pre-activation blocks: BN -> ReLU -> Conv after a concat) takes
+    the activation that follows it: one node, one pass; a second reader keeps the BN output."""
+    rng = np.random.default_rng(SEED)
+    shape = (2, 5, 7, 3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    scale, bias, mean = (rng.standard_normal(5).astype(np.float32) for _ in range(3))
+    var = rng.random(5).astype(np.float32) + 0.1
+    ref_bn = F.batch_norm(torch.from_numpy(x), torch.from_numpy(mean), torch.from_numpy(var),
+                          torch.from_numpy(scale), torch.from_numpy(bias), False, 0.0, 1e-5)
+    for second_reader in (False, True):
+        g = sparsert.GraphBuilder("bn")
+        xi = g.input("x", shape)
+        y = g.node("BatchNormalization", [xi, g.constant("s", scale), g.constant("b", bias),
+                                          g.constant("m", mean), g.constant("v", var)])
+        g.output(g.node(op, [y], attrs), "y")
+        if second_reader:
+            g.output(y, "bn")
+        m = g.load(threads=2)
+        out = m.run([x])
+        outs = out if second_reader else [out]
+        check(outs[0], act(ref_bn).numpy(), f"batchnorm + {op}")
+        if second_reader:
+            check(outs[1], ref_bn.numpy(), "batchnorm output read twice")
+        ops = [n.op_type for n in m.nodes]
+        assert ops == (["BatchNormalization", op] if second_reader else ["BatchNormalization"]), ops

@@ -1,7 +1,11 @@
 // BatchNorm (inference): Y[n, c, ...] = (X - mean[c]) / sqrt(var[c] + eps) * scale[c] + bias[c],
-// folded at load into Y = X * a[c] + b[c]. Channel axis 1, any rank >= 2.
+// folded at load into Y = X * a[c] + b[c], then the fused activation (the
+// loader's fuse_activation pass puts a following Relu etc. here: a BatchNorm
+// that no convolution absorbs, as in pre-activation blocks, is one pass over
+// the data instead of two). Channel axis 1, any rank >= 2.
 #include <cmath>
 
+#include "ops/activation.h"
 #include "ops/op.h"
 #include "ops/partition.h"
 
@@ -11,7 +15,8 @@ namespace {
 
 class BatchNormOp final : public Op {
  public:
-  BatchNormOp(std::vector<float> a, std::vector<float> b) : a_(std::move(a)), b_(std::move(b)) {}
+  BatchNormOp(std::vector<float> a, std::vector<float> b, Activation act)
+      : a_(std::move(a)), b_(std::move(b)), act_(act) {}
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
     const Shape& x = inputs[0];
@@ -37,12 +42,18 @@ class BatchNormOp final : public Op {
         const float* xp = x + p * inner;
         float* yp = y + p * inner;
         for (int64_t i = 0; i < inner; ++i) yp[i] = xp[i] * a + b;
+        apply_activation(act_, yp, inner);
       }
     });
   }
 
+  void describe(const std::vector<Shape>&, const std::vector<Shape>&, NodeInfo* info) const override {
+    info->kernel = "batchnorm_affine";
+  }
+
  private:
   std::vector<float> a_, b_;
+  Activation act_;
 };
 
 }  // namespace
@@ -75,7 +86,7 @@ std::unique_ptr<Op> create_batch_normalization(const NodeContext& ctx) {
     a[c] = static_cast<float>(p[0][c] * inv);
     b[c] = static_cast<float>(p[1][c] - p[2][c] * p[0][c] * inv);
   }
-  return std::make_unique<BatchNormOp>(std::move(a), std::move(b));
+  return std::make_unique<BatchNormOp>(std::move(a), std::move(b), parse_fused_activation(ctx));
 }
 
 }  // namespace ops

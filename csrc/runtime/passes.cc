@@ -110,7 +110,8 @@ int fuse_activation(format::ModelFile* file) {
     if (g.removed(n)) continue;
     const format::Node& layer = g.nodes()[n];
     const std::string& op = layer.op_type;
-    if ((op != "Conv" && op != "Linear" && op != "ConvTranspose") || layer.outputs.size() != 1 ||
+    if ((op != "Conv" && op != "Linear" && op != "ConvTranspose" && op != "BatchNormalization") ||
+        layer.outputs.size() != 1 ||
         !has_no_activation(layer))
       continue;
     const long r = g.sole_reader(layer.outputs[0]);
