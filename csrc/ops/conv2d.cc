@@ -43,7 +43,7 @@
 // Few tiles do not reuse the 4x larger weights (they stream from memory for
 // a handful of columns); few channels leave the transforms (O(C) per tile
 // against O(C^2) for the GEMMs) dominant. Rule: Winograd when tiles >= 16,
-// min(Cin, Cout) >= 32 and tiles * min(Cin, Cout) >= 2048; tune = true times
+// min(Cin, Cout) >= 32 and tiles * min(Cin, Cout) >= 1536; tune = true times
 // both per input shape instead. LoadOptions::conv_dense_path = winograd|im2col
 // forces one.
 //
@@ -126,7 +126,7 @@ constexpr int64_t kStageBudgetFloats = 16384;              // 64 KiB staging per
 constexpr double kDirectMaxDensity = 0.30;
 constexpr int64_t kWinogradMinTiles = 16;
 constexpr int64_t kWinogradMinChannels = 32;
-constexpr int64_t kWinogradMinTilesTimesChannels = 2048;
+constexpr int64_t kWinogradMinTilesTimesChannels = 1536;
 constexpr int64_t kDirectMaxStride = 2;
 constexpr double kIm2colMaxDensity = 0.30;
 constexpr double kPointwiseMaxDensity = 0.30;
