@@ -128,7 +128,8 @@ class Inception(nn.Module):
 @_register("inception")
 def inception() -> nn.Module:
     cfg = [(192, 64, 96, 128, 16, 32, 32), (256, 128, 128, 192, 32, 96, 64), None,
-           (480, 192, 96, 208, 16, 48, 64), (512, 160, 112, 224, 24, 64, 64), (512, 128, 128, 256, 24, 64, 64),
+           (480, 192, 96, 208, 16, 48, 64), (512, 160, 112, 224, 24, 64, 64),
+           (512, 128, 128, 256, 24, 64, 64),
            (512, 112, 144, 288, 32, 64, 64), (528, 256, 160, 320, 32, 128, 128), None,
            (832, 256, 160, 320, 32, 128, 128), (832, 384, 192, 384, 48, 128, 128)]
     layers: list[nn.Module] = [cbr(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1), cbr(64, 64, 1), cbr(64, 192, 3),
@@ -146,7 +147,8 @@ class MBConv(nn.Module):
         se = max(1, cin // 4)
         self.expand = cbr(cin, mid, 1, act=nn.SiLU) if expand != 1 else nn.Identity()
         self.dw = cbr(mid, mid, k, stride, groups=mid, act=nn.SiLU)
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, se, 1), nn.SiLU(), nn.Conv2d(se, mid, 1),
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, se, 1), nn.SiLU(),
+                                nn.Conv2d(se, mid, 1),
                                 nn.Sigmoid())
         self.project = cbr(mid, cout, 1, act=None)
         self.residual = stride == 1 and cin == cout
@@ -188,7 +190,8 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, dim: int = 384, depth: int = 12, heads: int = 6, patch: int = 16, image: int = 224) -> None:
+    def __init__(self, dim: int = 384, depth: int = 12, heads: int = 6, patch: int = 16,
+                 image: int = 224) -> None:
         super().__init__()
         self.embed = nn.Conv2d(3, dim, patch, patch)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -268,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("out")
-    ap.add_argument("--sparsity", type=int, nargs="*", default=[90], help="percent; 0 = dense is always written")
+    ap.add_argument("--sparsity", type=int, nargs="*", default=[90],
+                    help="percent; 0 = dense is always written")
     ap.add_argument("--models", default=",".join(ZOO))
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)

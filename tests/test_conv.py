@@ -196,7 +196,8 @@ def winograd_cases(rng: np.random.Generator, count: int) -> list[dict[str, Any]]
         pads = tuple(int(v) for v in rng.integers(0, 3, size=4))
         h = max(1, 3 - pads[0] - pads[2]) + int(rng.integers(0, 23))
         w = max(1, 3 - pads[1] - pads[3]) + int(rng.integers(0, 75))
-        cases.append(dict(batch=int(rng.choice([1, 3])), cin=int(rng.integers(1, 40)), cout=int(rng.integers(1, 40)),
+        cases.append(dict(batch=int(rng.choice([1, 3])), cin=int(rng.integers(1, 40)),
+                          cout=int(rng.integers(1, 40)),
                           k=(3, 3), hw=(h, w), stride=(1, 1), pads=pads, dilation=(1, 1), groups=1,
                           sparsity=float(rng.choice([0.0, 0.5, 1.0])), storage="dense",
                           act=str(rng.choice(list(ACTIVATIONS))), residual=bool(rng.random() < 0.4),
@@ -210,7 +211,8 @@ def test_conv2d_winograd_random_shapes() -> None:
     print(f"seed {SEED}")
     rng = np.random.default_rng(SEED + 77)
     for i, c in enumerate(winograd_cases(rng, 40)):
-        run_case(c, SEED * 1000 + 500 + i, threads=1 + i % 2, conv_dense_path="winograd", layer_kernel="dense")
+        run_case(c, SEED * 1000 + 500 + i, threads=1 + i % 2, conv_dense_path="winograd",
+                 layer_kernel="dense")
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (4, 4), (5, 9), (64, 67)])
@@ -419,7 +421,8 @@ def test_batchnorm(shape: tuple[int, ...]) -> None:
 
 
 @pytest.mark.parametrize(("op", "attrs", "act"), [("Relu", {}, F.relu), ("Sigmoid", {}, torch.sigmoid),
-                                                   ("LeakyRelu", {"alpha": 0.2}, lambda t: F.leaky_relu(t, 0.2))])
+                                                   ("LeakyRelu", {"alpha": 0.2},
+                                                    lambda t: F.leaky_relu(t, 0.2))])
 def test_batchnorm_fused_activation(op: str, attrs: dict[str, Any], act: Any) -> None:
     """A BatchNorm no conv absorbs (pre-activation blocks: BN -> ReLU -> Conv after a concat) takes
     the activation that follows it: one node, one pass; a second reader keeps the BN output."""

@@ -190,6 +190,33 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """One row per model and thread count: onnxruntime dense, sparsert dense and 90% (with the
+    ratio onnxruntime dense / sparsert), DeepSparse dense and 90% where measured. Cells are the
+    lowest of the round medians, like :func:`table`."""
+    best: dict[tuple[str, str, int], float] = {}
+    for r in rows:
+        key = (r["library"], r["model"], r["threads"])
+        best[key] = min(best.get(key, float("inf")), r["median_ms"])
+    bases = sorted({r["model"].rsplit("_s", 1)[0] for r in rows}, key=lambda b: list(PRETTY).index(b)
+                   if b in PRETTY else len(PRETTY))
+    lines = [
+        "| model | threads | onnxruntime dense | sparsert dense | sparsert 90% | DeepSparse dense "
+        "| DeepSparse 90% "
+        "| dense: onnxruntime / sparsert | 90%: onnxruntime dense / sparsert | 90%: DeepSparse / sparsert |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in sorted({r["threads"] for r in rows}):
+        for b in bases:
+            ort = best.get(("onnxruntime", f"{b}_s0", t))
+            sd, s9 = best.get(("sparsert", f"{b}_s0", t)), best.get(("sparsert", f"{b}_s90", t))
+            dd, d9 = best.get(("deepsparse", f"{b}_s0", t)), best.get(("deepsparse", f"{b}_s90", t))
+            lines.append(f"| {PRETTY.get(b, b)} | {t} | {_cell(ort)} | {_cell(sd)} | {_cell(s9)} "
+                         f"| {_cell(dd)} "
+                         f"| {_cell(d9)} | {_ratio(ort, sd)} | {_ratio(ort, s9)} | {_ratio(d9, s9)} |")
+    return "\n".join(lines)
+
+
 def drive(args: argparse.Namespace) -> int:
     files = (
         sorted(os.path.join(args.models, f) for f in os.listdir(args.models) if f.endswith(".onnx"))
@@ -272,6 +299,8 @@ def drive(args: argparse.Namespace) -> int:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
     print(table(rows))
+    print()
+    print(summary_table(rows))
     return 0
 
 
@@ -293,7 +322,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=1e-3, help="max relative output error vs onnxruntime")
     ap.add_argument("--out", default="/tmp/ds-side-by-side", help="folder for .spr files and outputs")
     ap.add_argument("--json", help="write every row (all rounds) as JSON lines here")
+    ap.add_argument("--from-json", help="print the tables of a saved --json file and exit (no runs)")
     args = ap.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = [json.loads(line) for line in f if line.strip()]
+        print(table(saved))
+        print()
+        print(summary_table(saved))
+        return 0
     if min(args.threads) < 1 or args.batch < 1 or args.repeats < 1 or args.rounds < 1:
         ap.error("--threads, --batch, --repeats and --rounds must be >= 1")
     if args.library:

@@ -30,6 +30,7 @@
 #include "ops/layer_weights.h"
 #include "ops/op.h"
 #include "ops/partition.h"
+#include "ops/transpose_block.h"
 
 namespace sparsert {
 namespace ops {
@@ -197,20 +198,14 @@ class LinearOp final : public Op {
     const int64_t k_block = 64;
     ctx.parallel_for((cols_ + k_block - 1) / k_block, [&](int64_t t) {
       const int64_t k0 = t * k_block, k1 = std::min(cols_, k0 + k_block);
-      for (int64_t b = 0; b < batch; ++b) {
-        const float* src = x + b * cols_;
-        for (int64_t k = k0; k < k1; ++k) xt[k * batch + b] = src[k];
-      }
+      transpose_block(x + k0, cols_, xt + k0 * batch, batch, batch, k1 - k0);
     });
     ctx.parallel_for(n_tasks, [&](int64_t t) {
       const int64_t r0 = bounds[t], r1 = bounds[t + 1];
       if (r0 == r1) return;
       compute(sparse, r0, r1, xt, batch, batch, yt, batch);
       apply_activation(act_, yt + r0 * batch, (r1 - r0) * batch);
-      for (int64_t b = 0; b < batch; ++b) {
-        float* dst = y + b * rows_;
-        for (int64_t r = r0; r < r1; ++r) dst[r] = yt[r * batch + b];
-      }
+      transpose_block(yt + r0 * batch, batch, y + r0, rows_, r1 - r0, batch);
     });
   }
 
