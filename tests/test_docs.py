@@ -34,8 +34,10 @@ SKIPPED = {
         "a fragment of examples/cpp/main.cc, which tests/test_cpp.py builds against the installed package",
     ("docs/benchmarks.md", 'pip install ".[bench]"'):
         "a full benchmark run (tens of minutes); tests/test_benchmarks_smoke.py runs the suite and report",
+    ("docs/benchmarks.md", "python -m benchmarks.zoo zoo-models"):
+        "about 15 minutes of benchmarking; tests/test_zoo.py runs benchmarks.zoo and side_by_side on SqueezeNet",
     ("docs/benchmarks.md", "python3 -m venv ds-venv && ds-venv/bin/pip install deepsparse==1.8.0"):
-        "needs DeepSparse in its own venv; tests/test_benchmarks_smoke.py runs side_by_side without it",
+        "needs DeepSparse in its own venv; tests/test_zoo.py runs side_by_side without it",
     ("docs/raspberry-pi.md", "sudo apt update"):
         "on a Raspberry Pi; .ci/arm.sh cross-builds and runs the C++ tests under qemu",
     ("docs/raspberry-pi.md", "cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSERT_BUILD_PYTHON=OFF"):

@@ -58,3 +58,32 @@ def test_zoo_model_converts_and_matches_onnxruntime(name: str, sparsity: float, 
     x2 = rng.standard_normal((2, *shape)).astype(np.float32)  # the batch dim stays dynamic
     ref2 = sess.run(None, {"x": x2})[0]
     assert np.abs(m.run(x2) - ref2).max() <= 1e-3 * float(np.abs(ref2).max())
+
+
+def test_side_by_side_runner_on_a_zoo_model(tmp_path) -> None:
+    """The side-by-side driver (one process per library and thread count) on SqueezeNet dense and
+    90%: both libraries time both files, outputs agree (its own 1e-3 check), the tables print,
+    and --from-json re-prints them from the saved rows."""
+    import json
+    import subprocess
+
+    models = tmp_path / "models"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-m", "benchmarks.zoo", str(models), "--models", "squeezenet"],
+                   check=True, env=env, capture_output=True, cwd=tmp_path)
+    assert sorted(p.name for p in models.iterdir()) == ["squeezenet_s0.onnx", "squeezenet_s90.onnx"]
+    results = tmp_path / "rows.jsonl"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.peers.side_by_side", "--models", str(models),
+                          "--libraries", "sparsert", "onnxruntime", "--threads", "1", "--rounds", "1",
+                          "--repeats", "2", "--warmup", "1", "--out", str(tmp_path / "out"),
+                          "--json", str(results)],
+                         check=True, env=env, capture_output=True, text=True, cwd=tmp_path)
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert {(r["library"], r["model"]) for r in rows} == {
+        (lib, m) for lib in ("sparsert", "onnxruntime") for m in ("squeezenet_s0", "squeezenet_s90")}
+    assert all(r["median_ms"] > 0 for r in rows)
+    assert "| SqueezeNet 1.1 | 1 |" in run.stdout and "onnxruntime / sparsert" in run.stdout
+    again = subprocess.run([sys.executable, "-m", "benchmarks.peers.side_by_side", "--from-json", str(results)],
+                           check=True, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert again.stdout == run.stdout

@@ -3,9 +3,9 @@
 Standalone: run it with the Python of a virtual environment that has ``deepsparse==1.8.0``
 (which pins numpy 1.26 and onnx 1.14, hence the separate environment), not with the main one::
 
-    python3 -m venv /tmp/ds-venv && /tmp/ds-venv/bin/pip install deepsparse==1.8.0
-    NM_DISABLE_ANALYTICS=1 /tmp/ds-venv/bin/python benchmarks/peers/deepsparse_runner.py \\
-        --threads 1 --batch 1 --repeats 30 /tmp/ds-models/*.onnx
+    python3 -m venv ds-venv && ds-venv/bin/pip install deepsparse==1.8.0
+    NM_DISABLE_ANALYTICS=1 ds-venv/bin/python benchmarks/peers/deepsparse_runner.py \\
+        --threads 1 --batch 1 --repeats 30 ds-models/*.onnx
 
 Each file is compiled with ``deepsparse.compile_model(path, batch_size, num_cores=threads)``, run
 ``--warmup`` times, then timed ``--repeats`` times (one ``engine.run`` per timing, a fixed random

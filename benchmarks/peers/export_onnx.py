@@ -3,7 +3,7 @@
 Run with the main Python (the one with sparsert, numpy and onnx), from a directory where
 ``benchmarks`` is importable (the repository root on ``PYTHONPATH``)::
 
-    python -m benchmarks.peers.export_onnx --out /tmp/ds-models
+    python -m benchmarks.peers.export_onnx --out ds-models
 
 For each model in ``--models`` and each sparsity in ``--sparsity`` it writes
 ``<model>_s<percent>.onnx`` (e.g. ``resnet18_s90.onnx``): the model from

@@ -3,8 +3,8 @@
 Run with the main Python (sparsert, numpy, onnx, onnxruntime importable); DeepSparse runs through
 ``benchmarks/peers/deepsparse_runner.py`` under ``--ds-python`` (a venv with deepsparse==1.8.0)::
 
-    python -m benchmarks.peers.side_by_side --models /tmp/ds-models --ds-python /tmp/ds-venv/bin/python \\
-        --threads 1 2 --rounds 2 --repeats 30 --json /tmp/ds-results.jsonl
+    python -m benchmarks.peers.side_by_side --models ds-models --ds-python ds-venv/bin/python \\
+        --threads 1 2 --rounds 2 --repeats 30 --json ds-results.jsonl
 
 For every round, thread count and library it starts one process that times every file
 (``--repeats`` timed runs after ``--warmup``, median and min reported), so thread pools of
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("files", nargs="*", help="(worker mode) ONNX files")
     ap.add_argument("--library", choices=("sparsert", "onnxruntime"), help="worker mode: time this library")
     ap.add_argument("--models", help="(driver) folder of ONNX files from export_onnx.py, or one file")
-    ap.add_argument("--ds-python", default="/tmp/ds-venv/bin/python", help="python of the DeepSparse venv")
+    ap.add_argument("--ds-python", default="ds-venv/bin/python", help="python of the DeepSparse venv")
     ap.add_argument("--libraries", nargs="+", choices=LIBRARIES, default=list(LIBRARIES))
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--batch", type=int, default=1)
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tolerance", type=float, default=1e-3, help="max relative output error vs onnxruntime")
-    ap.add_argument("--out", default="/tmp/ds-side-by-side", help="folder for .spr files and outputs")
+    ap.add_argument("--out", default="side-by-side-out", help="folder for .spr files and outputs")
     ap.add_argument("--json", help="write every row (all rounds) as JSON lines here")
     ap.add_argument("--from-json", help="print the tables of a saved --json file and exit (no runs)")
     args = ap.parse_args(argv)
