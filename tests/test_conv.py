@@ -253,7 +253,9 @@ def test_conv2d_winograd_choice() -> None:
     check(m.run(xs), torch_conv(xs, w, None, pads=(1, 1, 1, 1)), "winograd batch 2")
     tuned = g.load(threads=1, tune=True)
     check(tuned.run(xs), torch_conv(xs, w, None, pads=(1, 1, 1, 1)), "winograd tuned")
-    assert tuned.summary()[0]["kernel"].split("+")[0] in ("im2col", m.summary()[0]["kernel"].split("+")[0])
+    # tune times every candidate on this machine: a dense weight may even run its sparse copy
+    # when that measures faster at this small size
+    assert tuned.summary()[0]["kernel"].startswith(("im2col+", "winograd_f4x4_3x3_", "conv_sparse_direct_"))
     with pytest.raises(ValueError, match="conv_dense_path"):
         g.load(conv_dense_path="fft")
 
