@@ -74,6 +74,18 @@ struct CsrMatrix {
   const uint16_t* col_idx16 = nullptr;
   const uint32_t* col_idx32 = nullptr;
   const float* values = nullptr;
+  // Optional 4x1 block view of rows [0, 4 * block_count) (block_ptr null:
+  // none), built at load when the nonzeros come in groups of four consecutive
+  // rows sharing a column (block pruning, block=(4, 1)); see
+  // kernels/spmm/block4_impl.h. Block row b holds blocks [block_ptr[b],
+  // block_ptr[b + 1]); block j is column block_col[j] with the four row values
+  // block_values[4j .. 4j + 3] (explicit zeros where a row has none). The SIMD
+  // kernels run the whole blocks of their row range from it and the other
+  // rows from the CSR arrays, which stay complete; the reference ignores it.
+  const uint32_t* block_ptr = nullptr;
+  const uint32_t* block_col = nullptr;
+  const float* block_values = nullptr;
+  int64_t block_count = 0;
 };
 
 using SpmmFn = void (*)(const CsrMatrix& w, int64_t row_begin, int64_t row_end, const float* x,

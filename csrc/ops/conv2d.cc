@@ -541,9 +541,11 @@ class Conv2dOp final : public Op {
       }
       case ConvPath::kSparseDirect:
         p.work_offset = reserve(g.channels * g.stride_h * g.stride_w * g.phase_h() * g.phase_w());
-        p.offsets_offset = reserve(stored_nnz_);
+        p.offsets_offset = reserve(stored_nnz_ + weights_.block_count());
         p.column_offsets_offset = reserve(k);
         p.stage_rows = std::max<int64_t>(1, std::min(cout_group_, kStageBudgetFloats / p.span));
+        // whole 4x1 blocks per staging pass when the weight has a block view
+        if (weights_.block_count() > 0 && p.stage_rows >= 4) p.stage_rows = p.stage_rows / 4 * 4;
         p.stage_offset = reserve(p.max_tasks * round_up(p.stage_rows * p.span, 16));
         break;
     }
@@ -616,11 +618,25 @@ class Conv2dOp final : public Op {
       const int32_t channel = static_cast<int32_t>(c * sh * sw * hq * wq);
       for (int64_t t = 0; t < khw; ++t) column_offsets[c * khw + t] = channel + column_offsets[t];
     }
-    if (weights_.csr().col_idx16 != nullptr) {
-      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[weights_.csr().col_idx16[j]];
+    const kernels::CsrMatrix& csr = weights_.csr();
+    const int64_t csr_nnz = csr.row_ptr[csr.rows];  // <= stored_nnz_ (a BSR file's explicit zeros are dropped)
+    if (csr.col_idx16 != nullptr) {
+      for (int64_t j = 0; j < csr_nnz; ++j) offsets[j] = column_offsets[csr.col_idx16[j]];
     } else {
-      for (int64_t j = 0; j < stored_nnz_; ++j) offsets[j] = column_offsets[weights_.csr().col_idx32[j]];
+      for (int64_t j = 0; j < csr_nnz; ++j) offsets[j] = column_offsets[csr.col_idx32[j]];
     }
+    // The 4x1 block view (if any): one offset per block, after the nonzeros'.
+    kernels::ConvBlocks4 blocks;
+    if (csr.block_ptr != nullptr) {
+      int32_t* block_offsets = offsets + csr_nnz;
+      const int64_t nblocks = csr.block_ptr[csr.block_count];
+      for (int64_t j = 0; j < nblocks; ++j) block_offsets[j] = column_offsets[csr.block_col[j]];
+      blocks.block_ptr = csr.block_ptr;
+      blocks.block_offsets = block_offsets;
+      blocks.block_values = csr.block_values;
+      blocks.block_count = csr.block_count;
+    }
+    const kernels::ConvBlocks4* blocks_arg = csr.block_ptr != nullptr ? &blocks : nullptr;
     const int64_t plane_in = g.in_h * g.in_w;
     for (int64_t grp = 0; grp < attrs_.groups; ++grp) {
       const float* xg = x + grp * g.channels * plane_in;
@@ -636,12 +652,12 @@ class Conv2dOp final : public Op {
           static_cast<int64_t>(weights_.csr().row_ptr[r_end] - weights_.csr().row_ptr[r_begin]) * p.span;
       const int64_t tasks =
           std::min(p.max_tasks, partition_task_count(ctx.threads(), work, cout_group_));
-      const std::vector<int64_t> bounds = partition_csr_range(weights_.csr().row_ptr, r_begin, r_end, tasks);
+      const std::vector<int64_t> bounds = weights_.partition_sparse(r_begin, r_end, tasks);
       ctx.parallel_for(static_cast<int64_t>(bounds.size()) - 1, [&](int64_t t) {
         float* stage = base + p.stage_offset + t * round_up(p.stage_rows * p.span, 16);
         for (int64_t a = bounds[t]; a < bounds[t + 1]; a += p.stage_rows) {
           const int64_t b = std::min(bounds[t + 1], a + p.stage_rows);
-          conv_->sparse_direct(weights_.csr().values, offsets, weights_.csr().row_ptr, a, b, xp, p.span, bias_, stage,
+          conv_->sparse_direct(csr.values, offsets, csr.row_ptr, blocks_arg, a, b, xp, p.span, bias_, stage,
                                p.span);
           for (int64_t row = a; row < b; ++row) {
             const float* s = stage + (row - a) * p.span;
@@ -749,7 +765,7 @@ class Conv2dOp final : public Op {
         const int64_t row_tasks = std::max<int64_t>(1, std::min(tasks, row_units));
         const int64_t col_tasks = std::max<int64_t>(1, std::min(tasks / row_tasks, np / 16));
         const std::vector<int64_t> rb =
-            p.sparse ? partition_csr_range(weights_.csr().row_ptr, r_begin, r_end, row_tasks)
+            p.sparse ? weights_.partition_sparse(r_begin, r_end, row_tasks)
                      : partition_rows(cout_group_, row_tasks, row_block);
         const int64_t n_row_tasks = static_cast<int64_t>(rb.size()) - 1;
         ctx.parallel_for(n_row_tasks * col_tasks, [&](int64_t t) {

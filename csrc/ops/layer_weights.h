@@ -14,6 +14,7 @@
 #include "format/spr_format.h"
 #include "kernels/kernels.h"
 #include "ops/op.h"
+#include "ops/partition.h"
 
 namespace sparsert {
 namespace ops {
@@ -28,6 +29,16 @@ struct OwnedCsr {
   kernels::CsrMatrix view;
 };
 void build_owned_csr(const float* data, int64_t rows, int64_t cols, OwnedCsr* out);
+
+// The 4x1 block view of a CSR matrix (kernels.h CsrMatrix::block_*): how many
+// blocks it has, the owned arrays, and pointing a CsrMatrix at them.
+struct OwnedBlocks4 {
+  std::vector<uint32_t> ptr, col;
+  std::vector<float> values;
+};
+int64_t count_blocks4(const kernels::CsrMatrix& m);
+void build_blocks4(const kernels::CsrMatrix& m, OwnedBlocks4* out);
+void attach_blocks4(const OwnedBlocks4& blocks, kernels::CsrMatrix* m);
 
 // The weight as dense row-major floats (a copy; CSR / BSR expanded). The
 // growth beyond the stored bytes is charged to config's expand budget.
@@ -58,6 +69,11 @@ class LayerWeights {
   bool has_dense() const { return gemm_ != nullptr; }
 
   const kernels::CsrMatrix& csr() const { return csr_; }
+  // Blocks of the 4x1 view (0: none; see build_block4).
+  int64_t block_count() const { return csr_.block_ptr != nullptr ? csr_.block_ptr[csr_.block_count] : 0; }
+  // Row ranges over [r_begin, r_end) with about equal nonzeros per task, on
+  // 4-row boundaries when there is a block view.
+  std::vector<int64_t> partition_sparse(int64_t r_begin, int64_t r_end, int64_t tasks) const;
   const kernels::SpmmKernel& spmm() const { return *spmm_; }
   const kernels::GemmKernel& gemm() const { return *gemm_; }
   const kernels::PackedGemmWeights& packed(int64_t group = 0) const { return packed_[group]; }
@@ -70,6 +86,9 @@ class LayerWeights {
 
  private:
   void bsr_to_csr();
+  // The 4x1 block view of the CSR (kernels.h CsrMatrix::block_*), when the
+  // blocks are filled well enough to beat the CSR kernel (see the .cc).
+  void build_block4();
 
   const format::TensorInfo& info_;
   const LoadConfig config_;
@@ -78,6 +97,7 @@ class LayerWeights {
   double density_ = 1.0;
   kernels::CsrMatrix csr_;
   OwnedCsr owned_csr_;
+  OwnedBlocks4 blocks_;
   const kernels::SpmmKernel* spmm_ = nullptr;
   const kernels::GemmKernel* gemm_ = nullptr;
   std::vector<kernels::PackedGemmWeights> packed_;

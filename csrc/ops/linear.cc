@@ -180,7 +180,7 @@ class LinearOp final : public Op {
     const bool sparse = use_sparse(batch);
     const int64_t work = (sparse ? weights_.nnz() : rows_ * cols_) * batch;
     const int64_t tasks = partition_task_count(ctx.threads(), work, rows_);
-    const std::vector<int64_t> bounds = sparse ? partition_csr_rows(weights_.csr().row_ptr, rows_, tasks)
+    const std::vector<int64_t> bounds = sparse ? weights_.partition_sparse(0, rows_, tasks)
                                                : partition_rows(rows_, tasks, weights_.packed().row_block);
     const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
     if (batch == 1) {

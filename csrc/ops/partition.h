@@ -46,6 +46,19 @@ inline std::vector<int64_t> partition_csr_range(const uint32_t* row_ptr, int64_t
   return bounds;
 }
 
+// Moves the inner boundaries to the nearest multiple of `block` (kept in
+// order and inside the range), so no task splits a 4x1 weight block; a task
+// may become empty.
+inline void align_bounds(std::vector<int64_t>* bounds, int64_t block) {
+  if (bounds->size() < 3) return;
+  const int64_t lo = bounds->front(), hi = bounds->back();
+  for (size_t t = 1; t + 1 < bounds->size(); ++t) {
+    int64_t b = ((*bounds)[t] + block / 2) / block * block;
+    b = std::max(b, (*bounds)[t - 1]);
+    (*bounds)[t] = std::min(std::max(b, lo), hi);
+  }
+}
+
 inline std::vector<int64_t> partition_csr_rows(const uint32_t* row_ptr, int64_t rows, int64_t tasks) {
   return partition_csr_range(row_ptr, 0, rows, tasks);
 }

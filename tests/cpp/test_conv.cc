@@ -18,6 +18,7 @@
 
 #include "kernels/conv/conv.h"
 #include "kernels/kernels.h"
+#include "ops/layer_weights.h"
 
 namespace sparsert {
 namespace {
@@ -104,8 +105,8 @@ void check_direct(const DirectCase& c, size_t kernel) {
   const int64_t row_begin = c.cout > 2 ? 1 : 0, row_end = c.cout;
   const ConvKernel& ref = kernels::conv_kernels().front();
   std::vector<float> expected(static_cast<size_t>((row_end - row_begin) * ldy), kNaN);
-  ref.sparse_direct(values.data(), offsets.data(), row_ptr.data(), row_begin, row_end, xp.data(), n,
-                    bias.data(), expected.data(), ldy);
+  ref.sparse_direct(values.data(), offsets.data(), row_ptr.data(), nullptr, row_begin, row_end,
+                    xp.data(), n, bias.data(), expected.data(), ldy);
   // the reference against a direct double-precision evaluation on the unpadded input
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t oh = 0; oh < g.out_h; ++oh) {
@@ -127,12 +128,36 @@ void check_direct(const DirectCase& c, size_t kernel) {
       }
     }
   }
-  {
+  // The 4x1 block view of the same weight (built whatever its fill), with an
+  // x offset per block: the kernel's result must not change with it.
+  std::vector<uint32_t> taps32(taps.begin(), taps.end());
+  kernels::CsrMatrix m;
+  m.rows = c.cout;
+  m.cols = g.channels * khw;
+  m.row_ptr = row_ptr.data();
+  m.col_idx32 = taps32.data();
+  m.values = values.data();
+  ops::OwnedBlocks4 owned;
+  ops::build_blocks4(m, &owned);
+  std::vector<int32_t> block_offsets;
+  for (uint32_t k : owned.col) {
+    const int64_t ch = k / khw, dy = (k % khw) / g.kernel_w * c.dilation,
+                  dx = k % g.kernel_w * c.dilation;
+    block_offsets.push_back(
+        static_cast<int32_t>((((ch * s + dy % s) * s + dx % s) * hq + dy / s) * wq + dx / s));
+  }
+  kernels::ConvBlocks4 blocks;
+  blocks.block_ptr = owned.ptr.data();
+  blocks.block_offsets = block_offsets.data();
+  blocks.block_values = owned.values.data();
+  blocks.block_count = static_cast<int64_t>(owned.ptr.size()) - 1;
+  const kernels::ConvBlocks4* views[] = {nullptr, &blocks};
+  for (const kernels::ConvBlocks4* view : views) {
     const ConvKernel& k = kernels::conv_kernels().at(kernel);
-    SCOPED_TRACE(k.sparse_direct_name);
+    SCOPED_TRACE(std::string(k.sparse_direct_name) + (view != nullptr ? " with the 4x1 block view" : ""));
     std::vector<float> y(expected.size(), kNaN);
-    k.sparse_direct(values.data(), offsets.data(), row_ptr.data(), row_begin, row_end, xp.data(), n,
-                    bias.data(), y.data(), ldy);
+    k.sparse_direct(values.data(), offsets.data(), row_ptr.data(), view, row_begin, row_end, xp.data(),
+                    n, bias.data(), y.data(), ldy);
     for (int64_t r = 0; r < row_end - row_begin; ++r) {
       double mag = std::fabs(bias[r + row_begin]);
       for (uint32_t j = row_ptr[r + row_begin]; j < row_ptr[r + row_begin + 1]; ++j)

@@ -104,6 +104,73 @@ INSTANTIATE_TEST_SUITE_P(Kernel, Gemm, ::testing::ValuesIn(kernel_indices(kernel
                            return std::string(kernels::gemm_kernels()[info.param].name);
                          });
 
+// 4x1 block view: tile widths around every ISA's tile (1..4 vectors and
+// masked tails), rows that are not whole blocks, row ranges that start and end
+// inside a block, SpMV (n = 1), full and partly filled blocks, empty block
+// rows, 100% sparsity, strided X / Y, and K deep enough for K blocks.
+TEST_P(Spmm, Block4View) {
+  uint64_t i = 0;
+  for (int64_t n : {1, 3, 8, 17, 24, 40, 64, 100}) {
+    for (double fill : {1.0, 0.6}) {
+      KernelCase c;
+      c.rows = 4 * (3 + static_cast<int64_t>(i % 5)) + static_cast<int64_t>(i % 4);
+      c.cols = 37 + 29 * static_cast<int64_t>(i % 3);
+      c.n = n;
+      c.sparsity = i % 7 == 3 ? 1.0 : 0.85;
+      c.block4_fill = fill;
+      c.empty_rows = i % 3 == 1 ? 0.2 : 0.0;
+      c.bias = i % 2 == 0;
+      if (i % 2 == 1) {
+        c.row_begin = 1 + static_cast<int64_t>(i % 3);
+        c.row_end = c.rows - static_cast<int64_t>(i % 4);
+        c.ldx_pad = 3;
+        c.ldy_pad = 2;
+        c.c0 = 1;
+      }
+      c.seed = case_seed(2100 + i++);
+      test_spmm_block_case(c, GetParam());
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+TEST_P(Spmm, Block4ViewDeepK) {
+  uint64_t i = 0;
+  for (int64_t n : {24, 40, 130}) {
+    KernelCase c;
+    c.rows = 66;
+    c.cols = 5000;
+    c.n = n;
+    c.sparsity = 0.9;
+    c.block4_fill = 1.0;
+    c.index32 = n == 40;
+    c.row_begin = n == 130 ? 2 : 0;
+    c.seed = case_seed(2200 + i++);
+    test_spmm_block_case(c, GetParam());
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+// The view built from a CSR matrix: block count, and fill decides nothing here.
+TEST(Block4View, CountsMergedColumns) {
+  // rows 0..3: columns {0, 2}, {2}, {}, {5} -> blocks at 0, 2, 5; row 4 (not a whole block) ignored
+  const std::vector<uint32_t> row_ptr = {0, 2, 3, 3, 4, 6};
+  const std::vector<uint16_t> col = {0, 2, 2, 5, 1, 3};
+  const std::vector<float> values = {1, 2, 3, 4, 5, 6};
+  kernels::CsrMatrix m;
+  m.rows = 5;
+  m.cols = 6;
+  m.row_ptr = row_ptr.data();
+  m.col_idx16 = col.data();
+  m.values = values.data();
+  EXPECT_EQ(ops::count_blocks4(m), 3);
+  ops::OwnedBlocks4 b;
+  ops::build_blocks4(m, &b);
+  EXPECT_EQ(b.ptr, (std::vector<uint32_t>{0, 3}));
+  EXPECT_EQ(b.col, (std::vector<uint32_t>{0, 2, 5}));
+  EXPECT_EQ(b.values, (std::vector<float>{1, 0, 0, 0, 2, 3, 0, 0, 0, 0, 0, 4}));
+}
+
 // ---------------------------------------------------------------------------
 TEST(Dispatch, ListsStartWithReferenceAndAreSupported) {
   ASSERT_FALSE(kernels::spmm_kernels().empty());

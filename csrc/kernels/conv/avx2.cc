@@ -50,16 +50,20 @@ struct Avx2ConvOps : Avx2Ops {
 
 #include "kernels/conv/conv_impl.h"
 #include "kernels/conv/winograd_impl.h"
+#include "kernels/spmm/block4_impl.h"
 
 namespace sparsert {
 namespace kernels {
 
 void conv_sparse_direct_f32_avx2(const float* values, const int32_t* offsets,
-                                 const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
-                                 const float* x, int64_t n, const float* bias, float* y,
-                                 int64_t ldy) {
-  conv_sparse_direct_run<Avx2ConvOps>(values, offsets, row_ptr, row_begin, row_end, x, n, bias, y,
-                                      ldy);
+                                 const uint32_t* row_ptr, const ConvBlocks4* blocks,
+                                 int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+                                 const float* bias, float* y, int64_t ldy) {
+  block4_conv<Avx2ConvOps, 3>(blocks, row_begin, row_end, x, n, bias, y, ldy,
+                             [&](int64_t rb, int64_t re, float* yb) {
+                               conv_sparse_direct_run<Avx2ConvOps>(values, offsets, row_ptr, rb, re, x, n,
+                                                                bias, yb, ldy);
+                             });
 }
 
 void conv_depthwise_f32_avx2(const ConvGeometry& g, const float* x, const float* w, float bias,

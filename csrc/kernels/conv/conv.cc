@@ -10,8 +10,8 @@ namespace kernels {
 
 #define SPARSERT_CONV_KERNEL(isa, direct, depthwise, suffix)                                       \
   void direct(const float* values, const int32_t* offsets, const uint32_t* row_ptr,                \
-              int64_t row_begin, int64_t row_end, const float* x, int64_t n, const float* bias,    \
-              float* y, int64_t ldy);                                                              \
+              const ConvBlocks4* blocks, int64_t row_begin, int64_t row_end, const float* x,       \
+              int64_t n, const float* bias, float* y, int64_t ldy);                                \
   void depthwise(const ConvGeometry& g, const float* x, const float* w, float bias, float out_min, \
                  float out_max, float* y);                                                         \
   void winograd_input_f4x4_##suffix(const float* xp, int64_t wp, int64_t plane, int64_t c_begin,   \

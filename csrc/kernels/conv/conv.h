@@ -70,10 +70,20 @@ struct ConvGeometry {
 // Rows [row_begin, row_end) of the sparse direct convolution (see above).
 // Row r is written at y + (r - row_begin) * ldy, columns [0, n). bias may be
 // null (then 0); bias is indexed by r.
+// `blocks` (may be null): a 4x1 block view of the same weight (kernels.h
+// CsrMatrix::block_*, with a precomputed x offset per block instead of a
+// column); the SIMD kernels run the whole blocks of [row_begin, row_end) from
+// it, the reference ignores it.
+struct ConvBlocks4 {
+  const uint32_t* block_ptr = nullptr;
+  const int32_t* block_offsets = nullptr;
+  const float* block_values = nullptr;
+  int64_t block_count = 0;
+};
 using ConvSparseDirectFn = void (*)(const float* values, const int32_t* offsets,
-                                    const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
-                                    const float* x, int64_t n, const float* bias, float* y,
-                                    int64_t ldy);
+                                    const uint32_t* row_ptr, const ConvBlocks4* blocks,
+                                    int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+                                    const float* bias, float* y, int64_t ldy);
 
 // One depthwise channel: x is the padded plane (padded_h() x padded_w()), w the
 // kernel_h x kernel_w filter; y (out_h x out_w, contiguous) =

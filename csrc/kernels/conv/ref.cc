@@ -6,9 +6,9 @@ namespace sparsert {
 namespace kernels {
 
 void conv_sparse_direct_f32_ref(const float* values, const int32_t* offsets,
-                                const uint32_t* row_ptr, int64_t row_begin, int64_t row_end,
-                                const float* x, int64_t n, const float* bias, float* y,
-                                int64_t ldy) {
+                                const uint32_t* row_ptr, const ConvBlocks4* /*blocks*/,
+                                int64_t row_begin, int64_t row_end, const float* x, int64_t n,
+                                const float* bias, float* y, int64_t ldy) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     float* yr = y + (r - row_begin) * ldy;
     for (int64_t p = 0; p < n; ++p) yr[p] = bias != nullptr ? bias[r] : 0.0f;

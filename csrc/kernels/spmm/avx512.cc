@@ -8,6 +8,7 @@
 #include "kernels/kernels.h"
 #include "kernels/simd_avx512.h"
 #include "kernels/spmm/spmm_impl.h"
+#include "kernels/spmm/block4_impl.h"
 
 namespace sparsert {
 namespace kernels {
@@ -84,7 +85,9 @@ void spmv_lanes(const float* values, const Index* idx, const uint32_t* row_ptr, 
 
 }  // namespace
 
-void spmm_f32_avx512(const CsrMatrix& w, int64_t row_begin, int64_t row_end, const float* x,
+namespace {
+
+void spmm_csr_avx512(const CsrMatrix& w, int64_t row_begin, int64_t row_end, const float* x,
                      int64_t ldx, int64_t n, const float* bias, float* y, int64_t ldy) {
   if (row_begin >= row_end || n <= 0) return;
   if (n == 1) {
@@ -102,6 +105,17 @@ void spmm_f32_avx512(const CsrMatrix& w, int64_t row_begin, int64_t row_end, con
     spmm_run<Avx512Ops>(w.values, w.col_idx32, w.row_ptr, w.cols, row_begin, row_end, x, ldx, n,
                         bias, y, ldy);
   }
+}
+
+}  // namespace
+
+// Whole 4x1 blocks through the block view, the other rows (or all, without
+// one) through the CSR kernel.
+void spmm_f32_avx512(const CsrMatrix& w, int64_t row_begin, int64_t row_end, const float* x,
+                   int64_t ldx, int64_t n, const float* bias, float* y, int64_t ldy) {
+  if (row_begin >= row_end || n <= 0) return;
+  block4_spmm<Avx512Ops, 4>(w, row_begin, row_end, x, ldx, n, bias, y, ldy,
+                          [&](int64_t rb, int64_t re) { spmm_csr_avx512(w, rb, re, x, ldx, n, bias, y, ldy); });
 }
 
 }  // namespace kernels

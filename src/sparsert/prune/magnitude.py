@@ -28,22 +28,46 @@ def _count_bounds(numel: int, min_sparsity: float, max_sparsity: float) -> tuple
     return max(0, min(low, numel)), max(0, min(high, numel))
 
 
-def _scores(module: nn.Module) -> torch.Tensor:
-    """|w| flattened; entries already masked score -1 so they are always pruned first."""
-    weight = module.weight.detach()
-    scores = weight.abs().flatten().float()
+def _scores(module: nn.Module, block: tuple[int, int] = (1, 1)) -> torch.Tensor:
+    """One score per pruning unit, flattened: |w| per weight, or for ``block=(bo, bi)`` the RMS
+    of each block of the ``[out, in * kh * kw]`` matrix view (over its unmasked weights, so a
+    partial edge block compares fairly).  Units already fully masked score -1 so they are always
+    pruned first."""
+    weight = module.weight.detach().float()
     mask = get_param_mask(module, "weight")
-    if mask is not None:
-        scores = torch.where(mask.flatten().to(scores.device), scores, torch.full_like(scores, -1.0))
-    return scores
+    if block == (1, 1):
+        scores = weight.abs().flatten()
+        if mask is not None:
+            scores = torch.where(mask.flatten().to(scores.device), scores, torch.full_like(scores, -1.0))
+        return scores
+    live = torch.ones_like(weight) if mask is None else mask.to(weight.device).float()
+    sq = _block_sums((weight * live) ** 2, block)
+    count = _block_sums(live, block)
+    return torch.where(count > 0, torch.sqrt(sq / count.clamp(min=1.0)), torch.full_like(sq, -1.0)).flatten()
 
 
-def _prune_smallest(module: nn.Module, scores: torch.Tensor, count: int) -> None:
+def _block_sums(t: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Sums over the ``block`` tiles of ``t`` seen as ``[dim0, rest]`` (edge tiles partial)."""
+    bo, bi = block
+    m = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(-1, 1)
+    rows, cols = m.shape
+    m = torch.nn.functional.pad(m, (0, -cols % bi, 0, -rows % bo))
+    return m.reshape(m.shape[0] // bo, bo, m.shape[1] // bi, bi).sum(dim=(1, 3))
+
+
+def _prune_smallest(module: nn.Module, scores: torch.Tensor, count: int, block: tuple[int, int] = (1, 1)) -> None:
     keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
     if count > 0:
         order = torch.argsort(scores, stable=True)
         keep[order[:count]] = False
-    and_param_mask(module, "weight", keep.view_as(module.weight))
+    weight = module.weight
+    if block != (1, 1):
+        bo, bi = block
+        rows = weight.shape[0]
+        cols = weight.numel() // max(rows, 1)
+        grid = keep.view(-(-rows // bo), -(-cols // bi))
+        keep = grid.repeat_interleave(bo, dim=0).repeat_interleave(bi, dim=1)[:rows, :cols]
+    and_param_mask(module, "weight", keep.reshape(weight.shape))
 
 
 def _global_counts(scores: list[torch.Tensor], total: int, bounds: list[tuple[int, int]]) -> list[int]:
@@ -87,8 +111,15 @@ def magnitude_prune(
     max_sparsity: float = 0.99,
     exclude_first: bool = False,
     exclude_last: bool = False,
+    block: tuple[int, int] = (1, 1),
 ) -> PruneResult:
     """Masks the smallest-magnitude weights of the selected layers (in place).
+
+    ``block=(bo, bi)`` prunes whole blocks of ``bo`` consecutive output channels x ``bi``
+    consecutive inputs of the weight seen as ``[out, in * kh * kw]`` (the matrix ``.spr`` stores),
+    ranked by the RMS of their weights; sparsities then count blocks.  ``(4, 1)`` -- four output
+    channels sharing one input position -- is the pattern sparsert's block kernels run about twice
+    as fast as the same sparsity unstructured (docs/pruning.md); ``(1, 1)`` is unstructured.
 
     ``scope="layer"``: each layer loses exactly ``round(sparsity * numel)`` weights (clamped to
     ``[min_sparsity, max_sparsity]``).  ``sparsity`` may also be a mapping from layer-name globs to
@@ -104,6 +135,9 @@ def magnitude_prune(
     max_sparsity = check_fraction(max_sparsity, "max_sparsity")
     if min_sparsity > max_sparsity:
         raise ValueError(f"min_sparsity ({min_sparsity}) is larger than max_sparsity ({max_sparsity})")
+    from sparsert._blocks import check_block
+
+    block = check_block(block)
     layers = select_layers(model, types, include, exclude, exclude_first, exclude_last)
     if not layers:
         raise ValueError("no layer selected for pruning (check types/include/exclude)")
@@ -129,20 +163,22 @@ def magnitude_prune(
         target = check_fraction(sparsity, "sparsity")
         per_layer = {name: target for name, _ in layers}
 
-    scores = [_scores(module) for _, module in layers]
-    bounds = [_count_bounds(module.weight.numel(), min_sparsity, max_sparsity) for _, module in layers]
+    scores = [_scores(module, block) for _, module in layers]
+    units = [s.numel() for s in scores]
+    bounds = [_count_bounds(n, min_sparsity, max_sparsity) for n in units]
     if scope == "layer":
         counts = []
-        for (name, module), (low, high) in zip(layers, bounds):
-            wanted = int(math.floor(per_layer[name] * module.weight.numel() + 0.5))
+        for (name, _), n, (low, high) in zip(layers, units, bounds):
+            wanted = int(math.floor(per_layer[name] * n + 0.5))
             counts.append(min(max(wanted, low), high))
     else:
         total_numel = sum(s.numel() for s in scores)
         counts = _global_counts(scores, int(math.floor(target * total_numel + 0.5)), bounds)
 
-    result = PruneResult(method="magnitude", scope=scope, target_sparsity=target)
+    result = PruneResult(method="magnitude" if block == (1, 1) else f"magnitude block {block[0]}x{block[1]}",
+                         scope=scope, target_sparsity=target)
     for (name, module), layer_scores, count in zip(layers, scores, counts):
-        _prune_smallest(module, layer_scores, count)
+        _prune_smallest(module, layer_scores, count, block)
         mask = get_param_mask(module, "weight")
         assert mask is not None
         result.layers[name] = LayerResult(name, mask.numel(), int((~mask).sum()))
