@@ -265,10 +265,20 @@ def build(name: str, quick: bool = False, inner: float = 1.0) -> Net:
 MODEL_NAMES = ("resnet18", "mobilenet_v2", "bert_encoder", "mlp")
 
 
-def magnitude_prune(net: Net, sparsity: float) -> Net:
-    """Zero the ``sparsity`` share of smallest-magnitude entries of every prunable weight, in place."""
+def magnitude_prune(net: Net, sparsity: float, block: tuple[int, int] = (1, 1)) -> Net:
+    """Zero the ``sparsity`` share of smallest-magnitude entries of every prunable weight, in place;
+    ``block=(4, 1)``: of its 4x1 blocks (four output channels x one input position, ranked by
+    their L2 norm), as ``sparsert.prune.magnitude_prune(block=...)`` does."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if tuple(block) != (1, 1):
+        from sparsert._blocks import block_magnitude_mask
+
+        for w in net.prunable_weights():
+            mask = block_magnitude_mask(w, sparsity, tuple(block))
+            if mask is not None:
+                w[~mask] = 0.0
+        return net
     for w in net.prunable_weights():
         k = int(round(sparsity * w.size))
         if k == 0:

@@ -192,6 +192,46 @@ def test_real_budget_run_prunes_to_grid_points_and_measures(seed):
         assert float((w == 0).float().mean()) == pytest.approx(s, abs=1.5 / w.numel())
 
 
+def test_block_tables_are_timed_and_cached_apart(monkeypatch, seed):
+    """block=(4, 1): each layer is timed pruned in 4x1 blocks (checked on the weights the timer
+    gets), under its own cache keys; a budget run with block= prunes in blocks."""
+    torch.manual_seed(seed)
+    model = Small().eval()
+    x = torch.randn(1, 3, 8, 8)
+    seen: list[np.ndarray] = []
+    real = lat._time_layer
+
+    def spy(op, attrs, w, *args, **kwargs):
+        seen.append(w)
+        return real(op, attrs, w, *args, **kwargs)
+
+    monkeypatch.setattr(lat, "_time_layer", spy)
+    table = sp.latency_table(model, x, sparsities=(0.75,), threads=1, progress=False, budget_s=0.01,
+                             block=(4, 1))
+    assert table.block == (4, 1) and "4x1 blocks" in table.table()
+    assert table.to_dict()["block"] == [4, 1]
+    pruned = [w for w in seen if (w == 0).mean() > 0.5]
+    assert len(pruned) == 3
+    for w in pruned:
+        m = w.reshape(w.shape[0], -1)
+        rows = m.shape[0] - m.shape[0] % 4
+        tiles = (m[:rows].reshape(rows // 4, 4, -1) != 0)
+        assert (tiles.all(axis=1) | ~tiles.any(axis=1)).all()  # whole 4x1 blocks
+    count = len(seen)
+    unstructured = sp.latency_table(model, x, sparsities=(0.75,), threads=1, progress=False, budget_s=0.01)
+    assert len(seen) == count + 3  # the unstructured grid point is not served from the block cache
+    assert unstructured.block == (1, 1)
+    with pytest.raises(ValueError, match="block"):
+        sp.budget_prune(model, x, speedup=1.5, table=unstructured, block=(4, 1), progress=False)
+    r = sp.budget_prune(model, x, speedup=1.2, threads=1, progress=False, sparsities=(0.75,), block=(4, 1))
+    for name, s in r.sparsities.items():
+        if s > 0:
+            m = getattr(model, name).weight.detach().reshape(getattr(model, name).weight.shape[0], -1).numpy()
+            rows = m.shape[0] - m.shape[0] % 4
+            tiles = m[:rows].reshape(rows // 4, 4, -1) != 0
+            assert (tiles.all(axis=1) | ~tiles.any(axis=1)).all(), name
+
+
 def test_export_warns_when_sparse_layers_run_dense(tmp_path, seed):
     from sparsert._crossover import dense_but_sparse
 

@@ -232,3 +232,37 @@ def test_untraceable_model_clear_error() -> None:
 
     with pytest.raises(RuntimeError, match="torch.fx could not trace Dynamic"):
         sp.structured_prune(Dynamic(), 0.5, torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("round_to", [4, 8])
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_round_to_keeps_multiples(round_to: int, scope: str) -> None:
+    seed_everything(f"structured-round-{round_to}-{scope}")
+
+    class Wide(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 30, 3, padding=1)
+            self.c2 = nn.Conv2d(30, 21, 3, padding=1)
+            self.c3 = nn.Conv2d(21, 6, 1)  # 6 <= 8: left at its exact count for round_to=8
+            self.fc = nn.Linear(6, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = F.relu(self.c3(F.relu(self.c2(F.relu(self.c1(x))))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    model, x = Wide().eval(), torch.randn(2, 3, 8, 8)
+    result = sp.structured_prune(model, 0.4, x, scope=scope, round_to=round_to)
+    for group in result.groups:
+        if group.blocked_by:
+            continue
+        kept = group.size - len(group.removed)
+        if group.size > round_to:
+            assert kept % round_to == 0 and kept >= round_to, (group.producers, kept)
+        if scope == "layer":  # the multiple nearest the exact count
+            exact = group.size - int(group.size * 0.4 + 0.5)
+            assert abs(kept - exact) <= round_to // 2 or group.size <= round_to
+    small = sp.shrink(model, x)
+    torch.testing.assert_close(small(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="round_to"):
+        sp.structured_prune(Wide(), 0.4, x, round_to=0)

@@ -118,20 +118,25 @@ def lower_model(model: Any, opset: int) -> Any:
 
 
 def export(
-    out_dir: str, names: Sequence[str], sparsities: Sequence[float], opset: int = 13, check: bool = True
+    out_dir: str, names: Sequence[str], sparsities: Sequence[float], opset: int = 13, check: bool = True,
+    block_rows: int = 0,
 ) -> list[str]:
-    """Write ``<name>_s<pct>.onnx`` files into ``out_dir``; returns their paths."""
+    """Write ``<name>_s<pct>.onnx`` files into ``out_dir`` (and, with ``block_rows``, the sparse
+    ones also pruned in ``block_rows`` x 1 blocks as ``<name>_s<pct>b<block_rows>.onnx``); returns
+    their paths."""
     import onnx
 
     os.makedirs(out_dir, exist_ok=True)
     paths = []
+    variants = [(s, 1) for s in sparsities] + [(s, block_rows) for s in sparsities if s > 0 and block_rows > 1]
     for name in names:
-        for s in sparsities:
-            net = models.magnitude_prune(models.build(name), s)
+        for s, rows in variants:
+            net = models.magnitude_prune(models.build(name), s, (rows, 1))
             original = models.to_onnx(net)
             model = lower_model(onnx.load_from_string(original), opset)
             onnx.checker.check_model(model)
-            path = os.path.join(out_dir, f"{name}_s{round(s * 100):d}.onnx")
+            tag = f"{round(s * 100):d}" + (f"b{rows}" if rows > 1 else "")
+            path = os.path.join(out_dir, f"{name}_s{tag}.onnx")
             tmp = path + ".tmp"
             with open(tmp, "wb") as f:
                 f.write(model.SerializeToString())
@@ -170,8 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sparsity", nargs="+", type=float, default=[0.0, 0.9])
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    ap.add_argument("--block", type=int, default=0,
+                    help="also write the sparse models pruned in BLOCKx1 blocks (<model>_s90b4.onnx for 4)")
     args = ap.parse_args(argv)
-    export(args.out, args.models, args.sparsity, args.opset, check=not args.no_check)
+    export(args.out, args.models, args.sparsity, args.opset, check=not args.no_check, block_rows=args.block)
     return 0
 
 

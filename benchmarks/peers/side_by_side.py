@@ -164,14 +164,19 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "–"
 
 
+def _variant(model: str) -> tuple[str, int, str]:
+    """``resnet18_s90b4`` -> ("resnet18", 90, "b4"): base, sparsity %, block tag ("" = unstructured)."""
+    base, tag = model.rsplit("_s", 1)
+    pct, _, block = tag.partition("b")
+    return base, int(pct), ("b" + block) if block else ""
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     best: dict[tuple[str, str, int], float] = {}
     for r in rows:
         key = (r["library"], r["model"], r["threads"])
         best[key] = min(best.get(key, float("inf")), r["median_ms"])
-    models = sorted(
-        {r["model"] for r in rows}, key=lambda m: (m.rsplit("_s", 1)[0], int(m.rsplit("_s", 1)[1]))
-    )
+    models = sorted({r["model"] for r in rows}, key=lambda m: (_variant(m)[0], _variant(m)[2], _variant(m)[1]))
     threads = sorted({r["threads"] for r in rows})
     lines = [
         "| model | variant | threads | DeepSparse ms | sparsert ms | onnxruntime ms "
@@ -180,9 +185,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for t in threads:
         for m in models:
-            base, pct = m.rsplit("_s", 1)
+            base, pct, block = _variant(m)
             ds, sp, ort = (best.get((lib, m, t)) for lib in LIBRARIES)
-            variant = "dense" if pct == "0" else f"{pct}% unstructured"
+            variant = ("dense" if pct == 0 else f"{pct}% unstructured") if not block else f"{pct}% 4x1 blocks"
             lines.append(
                 f"| {PRETTY.get(base, base)} | {variant} | {t} | {_cell(ds)} | {_cell(sp)} | {_cell(ort)} "
                 f"| {_ratio(ds, sp)} | {_ratio(ort, sp)} | {_ratio(ort, ds)} |"
@@ -198,22 +203,29 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         key = (r["library"], r["model"], r["threads"])
         best[key] = min(best.get(key, float("inf")), r["median_ms"])
-    bases = sorted({r["model"].rsplit("_s", 1)[0] for r in rows}, key=lambda b: list(PRETTY).index(b)
+    bases = sorted({_variant(r["model"])[0] for r in rows}, key=lambda b: list(PRETTY).index(b)
                    if b in PRETTY else len(PRETTY))
+    blocks = any(_variant(r["model"])[2] for r in rows)
     lines = [
         "| model | threads | onnxruntime dense | sparsert dense | sparsert 90% | DeepSparse dense "
         "| DeepSparse 90% "
-        "| dense: onnxruntime / sparsert | 90%: onnxruntime dense / sparsert | 90%: DeepSparse / sparsert |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dense: onnxruntime / sparsert | 90%: onnxruntime dense / sparsert | 90%: DeepSparse / sparsert |"
+        + (" sparsert 90% 4x1 | DeepSparse 90% 4x1 | 90% 4x1: onnxruntime dense / sparsert "
+           "| 90% 4x1: DeepSparse / sparsert |" if blocks else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if blocks else ""),
     ]
     for t in sorted({r["threads"] for r in rows}):
         for b in bases:
             ort = best.get(("onnxruntime", f"{b}_s0", t))
             sd, s9 = best.get(("sparsert", f"{b}_s0", t)), best.get(("sparsert", f"{b}_s90", t))
             dd, d9 = best.get(("deepsparse", f"{b}_s0", t)), best.get(("deepsparse", f"{b}_s90", t))
-            lines.append(f"| {PRETTY.get(b, b)} | {t} | {_cell(ort)} | {_cell(sd)} | {_cell(s9)} "
-                         f"| {_cell(dd)} "
-                         f"| {_cell(d9)} | {_ratio(ort, sd)} | {_ratio(ort, s9)} | {_ratio(d9, s9)} |")
+            line = (f"| {PRETTY.get(b, b)} | {t} | {_cell(ort)} | {_cell(sd)} | {_cell(s9)} "
+                    f"| {_cell(dd)} "
+                    f"| {_cell(d9)} | {_ratio(ort, sd)} | {_ratio(ort, s9)} | {_ratio(d9, s9)} |")
+            if blocks:
+                sb, db = best.get(("sparsert", f"{b}_s90b4", t)), best.get(("deepsparse", f"{b}_s90b4", t))
+                line += f" {_cell(sb)} | {_cell(db)} | {_ratio(ort, sb)} | {_ratio(db, sb)} |"
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -195,6 +195,7 @@ class Conv2dOp final : public Op {
     tune_ = ctx.tune();
     stored_nnz_ = weights_.nnz();
     density_ = weights_.density();
+    cost_density_ = density_;
     depthwise_ = attrs_.groups > 1 && cin_group_ == 1 && cout_group_ == 1;
     pointwise_ = kernel_h_ == 1 && kernel_w_ == 1 && attrs_.stride_h == 1 && attrs_.stride_w == 1 &&
                  attrs_.pad_top == 0 && attrs_.pad_left == 0 && attrs_.pad_bottom == 0 &&
@@ -205,19 +206,30 @@ class Conv2dOp final : public Op {
     }
     winograd_able_ = attrs_.groups == 1 && kernel_h_ == 3 && kernel_w_ == 3 && attrs_.stride_h == 1 &&
                      attrs_.stride_w == 1 && attrs_.dilation_h == 1 && attrs_.dilation_w == 1;
-    bool want_sparse = density_ <= kKeepSparseBelow;
-    bool want_dense = density_ > kKeepDenseAbove;
-    if (kernel_choice_ != KernelChoice::kAuto) want_sparse = want_dense = true;
     // tune keeps both, but never densifies more than kTuneMaxDenseElements
-    if (tune_ && w.elements <= kTuneMaxDenseElements) want_sparse = want_dense = true;
+    const bool keep_both =
+        kernel_choice_ != KernelChoice::kAuto || (tune_ && w.elements <= kTuneMaxDenseElements);
+    // A weight with a 4x1 block view runs the sparse kernels at a lower cost
+    // per nonzero (LayerWeights::sparse_cost_density), so a CSR copy is built
+    // up to that crossover and dropped again if the weight has no blocks.
+    bool want_sparse = keep_both || density_ <= kKeepSparseBelow / kBlockCostFactor;
+    if (want_sparse) {
+      weights_.ensure_csr();
+      cost_density_ = weights_.sparse_cost_density();
+      if (!keep_both && cost_density_ > kKeepSparseBelow) {
+        weights_.drop_csr();
+        want_sparse = false;
+        cost_density_ = density_;
+      }
+    }
+    bool want_dense = keep_both || cost_density_ > kKeepDenseAbove;
     if (tune_ && w.elements > kTuneMaxDenseElements && !want_dense)
       ctx.config().note("weight '" + w.name + "': not tuned (a dense copy of " + std::to_string(w.elements) +
                         " floats is over the tuning limit); the cost model picks its kernel");
     if (kernel_choice_ == KernelChoice::kDense && w.elements > kTuneMaxDenseElements && !want_dense)
       want_dense = true;  // asked for explicitly
-    if (want_sparse) weights_.ensure_csr();
     // a dense copy that only tuning asked for is skipped when over the expand budget
-    const bool dense_optional = want_sparse && density_ <= kKeepDenseAbove && kernel_choice_ == KernelChoice::kAuto;
+    const bool dense_optional = want_sparse && cost_density_ <= kKeepDenseAbove && kernel_choice_ == KernelChoice::kAuto;
     if (want_dense) weights_.ensure_dense(attrs_.groups, dense_optional);
   }
 
@@ -336,7 +348,7 @@ class Conv2dOp final : public Op {
     const ConvPlan sparse = make_plan(shapes, 1, KernelChoice::kSparse);
     const ConvPlan dense = make_plan(shapes, 1, KernelChoice::kDense);
     if (shape_elements(x_shape) == 0 || shape_elements(sparse.conv_shape) == 0)
-      return density_ <= sparse_max_density(sparse.g);
+      return cost_density_ <= sparse_max_density(sparse.g);
     return time_plan(sparse, x_shape) <= time_plan(dense, x_shape);
   }
 
@@ -485,7 +497,7 @@ class Conv2dOp final : public Op {
       } else if (force != KernelChoice::kAuto) {
         p.sparse = force == KernelChoice::kSparse;
       } else {
-        p.sparse = density_ <= sparse_max_density(g);
+        p.sparse = cost_density_ <= sparse_max_density(g);
         if (tune_) {
           std::lock_guard<std::mutex> lock(tuned_mutex_);
           Shape key = xs;  // timed at batch 1, so one entry serves every batch size
@@ -804,6 +816,7 @@ class Conv2dOp final : public Op {
   int64_t cout_ = 0, cin_group_ = 0, kernel_h_ = 0, kernel_w_ = 0, cout_group_ = 0;
   int64_t stored_nnz_ = 0;  // nonzero weights (stored in the file, or counted when dense)
   double density_ = 1.0;    // stored_nnz_ / elements
+  double cost_density_ = 1.0;  // density_ scaled by the sparse kernels' relative cost (4x1 blocks)
   bool depthwise_ = false, pointwise_ = false;
   bool tune_ = false;
   SparseChoice sparse_choice_ = SparseChoice::kAuto;

@@ -182,14 +182,14 @@ void attach_blocks4(const OwnedBlocks4& blocks, kernels::CsrMatrix* m) {
   m->block_count = static_cast<int64_t>(blocks.ptr.size()) - 1;
 }
 
-// A block costs about as much as 1.6 CSR nonzeros in the SIMD kernels (4
-// broadcasts and 4 FMAs per vector of X, against 1 and 1 plus an index and an
-// X load per nonzero; measured in docs/architecture.md), so the view pays when
-// the blocks hold at least kMinBlockFill of their 4 slots: block-pruned
-// weights (fill 1.0) and weights whose nonzeros cluster by output channel; an
-// unstructured 90% weight fills ~0.29 and keeps CSR only.
+// A block slot costs about half a CSR nonzero in the SIMD kernels
+// (kBlockCostFactor: one X load per four FMAs instead of one), so the view pays
+// when the blocks hold well over half of their 4 slots: block-pruned weights
+// (fill 1.0) and weights whose nonzeros cluster by output channel. An
+// unstructured weight fills 0.29 of its blocks at 90% sparsity and 0.53 at
+// 50%, and keeps CSR only.
 namespace {
-constexpr double kMinBlockFill = 0.5;
+constexpr double kMinBlockFill = 0.6;
 }  // namespace
 
 void LayerWeights::build_block4() {

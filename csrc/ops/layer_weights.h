@@ -6,6 +6,7 @@
 // times two candidate kernels for LoadOptions::tune.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -44,6 +45,14 @@ void attach_blocks4(const OwnedBlocks4& blocks, kernels::CsrMatrix* m);
 // growth beyond the stored bytes is charged to config's expand budget.
 kernels::AlignedFloats densify_weight(const format::TensorInfo& w, const LoadConfig& config);
 
+// Time per stored nonzero of the block kernels relative to CSR's, as the cost
+// models use it: Zen 3, 1 thread, min of 5 x 10 runs, 4x1-block-pruned
+// weights, CSR / block time: 3072x768x128 2.3x at 30% and 50% sparsity, 1.3x
+// at 90%; 256x2304x196 3.1x / 2.8x / 1.7x; 64x576x3136 (ResNet's 3x3 as
+// im2col) 2.3x / 1.6x / 1.8x. 0.5 sits inside that range: a block-pruned layer
+// runs sparse from 40% sparsity on (the CSR crossover of 0.30 becomes 0.60).
+constexpr double kBlockCostFactor = 0.5;
+
 class LayerWeights {
  public:
   // rows = dims[0], cols = product of the other dims.
@@ -71,6 +80,14 @@ class LayerWeights {
   const kernels::CsrMatrix& csr() const { return csr_; }
   // Blocks of the 4x1 view (0: none; see build_block4).
   int64_t block_count() const { return csr_.block_ptr != nullptr ? csr_.block_ptr[csr_.block_count] : 0; }
+  // The density the sparse-vs-dense cost models compare: with a 4x1 block
+  // view, the share of block slots (explicit zeros included) scaled by
+  // kBlockCostFactor.
+  double sparse_cost_density() const {
+    if (block_count() == 0 || rows_ * cols_ == 0) return density_;
+    const double slots = 4.0 * static_cast<double>(block_count()) / static_cast<double>(rows_ * cols_);
+    return std::min(density_, slots * kBlockCostFactor);
+  }
   // Row ranges over [r_begin, r_end) with about equal nonzeros per task, on
   // 4-row boundaries when there is a block view.
   std::vector<int64_t> partition_sparse(int64_t r_begin, int64_t r_end, int64_t tasks) const;

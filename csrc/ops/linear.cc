@@ -64,22 +64,34 @@ class LinearOp final : public Op {
     const double batch1_max_density = elements > last_level_cache_bytes() / 4
                                           ? kSparseMaxDensityBatch1Streaming
                                           : kSparseMaxDensityBatch1Cached;
-    // Build the representation(s) some batch regime will run.
-    bool want_sparse = density <= std::max(batch1_max_density, kSparseMaxDensityBatched);
-    bool want_dense = density > std::min(batch1_max_density, kSparseMaxDensityBatched);
+    // Build the representation(s) some batch regime will run. A weight with a
+    // 4x1 block view costs less per nonzero in the sparse kernels
+    // (LayerWeights::sparse_cost_density): its CSR copy is built up to that
+    // crossover and dropped again if it has no blocks.
+    const double sparse_max = std::max(batch1_max_density, kSparseMaxDensityBatched);
+    const double dense_min = std::min(batch1_max_density, kSparseMaxDensityBatched);
     const LoadConfig::LayerKernel forced = ctx.config().layer_kernel;
     const bool tune = ctx.tune() && elements > 0 && elements <= kTuneMaxDenseElements;
+    const bool keep_both = tune || forced != LoadConfig::LayerKernel::kAuto;
+    bool want_sparse = elements > 0 && (keep_both || density <= sparse_max / kBlockCostFactor);
+    double cost = density;
+    if (want_sparse) {
+      weights_.ensure_csr();
+      cost = weights_.sparse_cost_density();
+      if (!keep_both && cost > sparse_max) {
+        weights_.drop_csr();
+        cost = density;
+      }
+    }
+    const bool want_dense = elements > 0 && (keep_both || cost > dense_min);
     if (ctx.tune() && elements > kTuneMaxDenseElements && !want_dense)
       ctx.config().note("weight '" + w.name + "': not tuned (a dense copy of " + std::to_string(elements) +
                         " floats is over the tuning limit); the cost model picks its kernel");
-    if (tune || forced != LoadConfig::LayerKernel::kAuto) want_sparse = want_dense = true;
-    if (elements == 0) want_sparse = want_dense = false;
-    if (want_sparse) weights_.ensure_csr();
     // a dense copy that only tuning asked for is skipped when over the expand budget
-    const bool dense_optional = weights_.has_csr() && !(density > std::min(batch1_max_density, kSparseMaxDensityBatched));
+    const bool dense_optional = weights_.has_csr() && !(cost > dense_min);
     if (want_dense) weights_.ensure_dense(1, dense_optional && forced == LoadConfig::LayerKernel::kAuto);
-    sparse_batch1_ = weights_.has_csr() && (!weights_.has_dense() || density <= batch1_max_density);
-    sparse_batched_ = weights_.has_csr() && (!weights_.has_dense() || density <= kSparseMaxDensityBatched);
+    sparse_batch1_ = weights_.has_csr() && (!weights_.has_dense() || cost <= batch1_max_density);
+    sparse_batched_ = weights_.has_csr() && (!weights_.has_dense() || cost <= kSparseMaxDensityBatched);
     if (forced != LoadConfig::LayerKernel::kAuto) {
       sparse_batch1_ = sparse_batched_ = forced == LoadConfig::LayerKernel::kSparse;
     } else if (tune && weights_.has_csr() && weights_.has_dense()) {

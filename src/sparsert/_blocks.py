@@ -16,7 +16,10 @@ import numpy as np
 def check_block(block: object) -> tuple[int, int]:
     """``block`` as a pair of ints in [1, 64], or ValueError."""
     try:
-        bo, bi = (int(v) for v in block)  # type: ignore[union-attr]
+        values = tuple(block)  # type: ignore[arg-type]
+        if len(values) != 2 or any(isinstance(v, bool) or int(v) != v for v in values):
+            raise TypeError
+        bo, bi = (int(v) for v in values)
     except (TypeError, ValueError):
         raise ValueError(f"block must be a pair (output, input) of ints, got {block!r}") from None
     if not (1 <= bo <= 64 and 1 <= bi <= 64):

@@ -99,7 +99,9 @@ class GraphBuilder:
         storage: "dense", "csr", "bsr" (blocks of ``block = (rows, cols)``), or
             "auto": sparse when the share of zeros is at least ``min_sparsity``
             (float32 tensors of rank >= 2 only) — BSR when ``block`` is given and
-            divides the matrix, else CSR."""
+            divides the matrix; without ``block``, BSR with 4x1 blocks when the
+            nonzeros come in such blocks closely enough that it is the smaller
+            file (block-pruned weights); else CSR."""
         if isinstance(array, spr.Tensor):  # prebuilt (e.g. a CSR tensor of a 4-D conv weight)
             name = self._claim(self.unique_name(name))
             self._tensors[name] = spr.Tensor(**{**array.__dict__, "name": name})
@@ -137,7 +139,10 @@ class GraphBuilder:
             )
             storage = "dense"
             if use_sparse:
-                storage = "bsr" if block is not None and _divides(arr, block) else "csr"
+                if block is None and _bsr4_smaller(arr):
+                    storage, block = "bsr", (4, 1)
+                else:
+                    storage = "bsr" if block is not None and _divides(arr, block) else "csr"
         if storage in ("csr", "bsr"):
             if arr.dtype != np.float32 or arr.ndim < 1:
                 raise ValueError(f"constant {name!r}: {storage.upper()} storage needs a float32 tensor")
@@ -237,6 +242,18 @@ class GraphBuilder:
         from sparsert.runtime import load_bytes
 
         return load_bytes(self.to_bytes(), threads=threads, tune=tune, **options)
+
+
+def _bsr4_smaller(arr: np.ndarray) -> bool:
+    """True when 4x1-block BSR stores the ``[dim0, rest]`` matrix in fewer bytes than CSR."""
+    if arr.ndim < 2 or arr.shape[0] % 4 or arr.size == 0:
+        return False
+    m = arr.reshape(arr.shape[0], -1)
+    rows, cols = m.shape
+    nonzero = m != 0
+    blocks = int(np.count_nonzero(nonzero.reshape(rows // 4, 4, cols).any(axis=1)))
+    index = 2 if cols <= 65536 else 4
+    return blocks * (16 + index) < int(np.count_nonzero(nonzero)) * (4 + index)
 
 
 def _divides(arr: np.ndarray, block: tuple[int, int]) -> bool:

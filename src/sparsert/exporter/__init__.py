@@ -33,7 +33,7 @@ from ._registry import opaque_advice
 
 __all__ = ["ExportResult", "UnsupportedOpError", "effective_param", "export"]
 
-STORAGES = ("auto", "dense", "csr")
+STORAGES = ("auto", "dense", "csr", "bsr")
 
 
 @dataclass
@@ -159,13 +159,18 @@ def export(
     verify: bool = False,
     rtol: float = 1e-4,
     threads: int | None = None,
+    block: tuple[int, int] | None = None,
 ) -> ExportResult:
     """Export ``model`` (evaluated in eval mode) to ``path`` and check it against PyTorch.
 
     example_inputs: a float32 tensor, or a tuple of them (one per ``forward`` argument). Its
         dim 0 is the batch; the file takes any batch size there.
-    storage: ``"auto"`` (CSR for layer weights with at least 50% zeros, see
-        ``sparsert.graph.CSR_MIN_SPARSITY``), ``"dense"`` or ``"csr"`` (every Linear/Conv2d weight).
+    storage: ``"auto"`` (sparse for layer weights with at least 50% zeros, see
+        ``sparsert.graph.CSR_MIN_SPARSITY``: 4x1-block BSR when the weight was block-pruned so
+        that it is the smaller file, else CSR), ``"dense"``, ``"csr"`` or ``"bsr"`` (every
+        Linear/Conv2d weight).
+    block: the BSR block ``(rows, cols)`` for ``storage="bsr"`` (or for ``"auto"``), e.g. ``(4, 1)``.
+        The runtime finds 4x1 blocks in any storage; BSR only makes the file smaller.
     verify: raise ValueError (and write nothing) when ``max_rel_error > rtol`` or the runtime
         cannot run the file; without it the errors are only reported.
     threads: kernel threads for the check run.
@@ -179,6 +184,12 @@ def export(
         raise UnsupportedOpError(f"cannot export {type(model).__name__} with sparsert.export: {advice}")
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    if block is not None:
+        from sparsert._blocks import check_block
+
+        block = check_block(block)
+    if storage == "bsr" and block is None:
+        raise ValueError("storage='bsr' needs block=(rows, cols), e.g. (4, 1)")
     if (
         isinstance(rtol, bool)
         or not isinstance(rtol, (int, float))
@@ -217,7 +228,7 @@ def export(
     metadata = {"export.rewrites": ", ".join(f"{k}={v}" for k, v in fusions.items())}
     if shrunk:  # read by `sparsert inspect` to mark physically shrunk layers
         metadata["export.shrunk"] = ", ".join(f"{n} {a}->{b}" for n, (a, b) in shrunk.items())
-    builder = _emit(graph, model_name, storage, metadata)
+    builder = _emit(graph, model_name, storage, metadata, block)
     model_file = builder.build()
     blob = spr.to_bytes(model_file)
     dense_size = len(spr.to_bytes(_emit(graph, model_name, "dense", metadata).build()))

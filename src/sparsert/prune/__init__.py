@@ -18,12 +18,15 @@ from .report import LayerReport, Report, pruning_info, report
 from .schedule import CubicSchedule, LinearSchedule, Schedule, fine_tune, iterative_prune
 from .sensitivity import SensitivityResult, sensitivity_analysis
 from .structured import shrink, structured_prune, taylor_scores
+from .structured_budget import StructuredBudgetResult, structured_budget_prune
 
 __all__ = [
     "BudgetResult",
     "LatencyTable",
     "LayerLatency",
     "budget_prune",
+    "structured_budget_prune",
+    "StructuredBudgetResult",
     "distill",
     "distillation_fine_tune",
     "distillation_loss",

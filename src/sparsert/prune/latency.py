@@ -89,6 +89,7 @@ class LatencyTable:
     threads: int
     cpu: str
     sparsities: tuple[float, ...]
+    block: tuple[int, int] = (1, 1)  # the pruning unit the layers were timed with
 
     def __iter__(self):  # noqa: ANN204
         return iter(self.layers)
@@ -115,11 +116,14 @@ class LatencyTable:
         widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
         lines = ["  ".join(str(c).rjust(w) if i >= 4 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                  for r in [head, ["-" * w for w in widths], *rows]]
-        return (f"per-layer latency (ms, median; {self.threads} thread(s); {self.cpu})\n" + "\n".join(lines))
+        unit = "unstructured" if self.block == (1, 1) else f"{self.block[0]}x{self.block[1]} blocks"
+        return (f"per-layer latency (ms, median; {unit}; {self.threads} thread(s); {self.cpu})\n"
+                + "\n".join(lines))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "threads": self.threads, "cpu": self.cpu, "sparsities": list(self.sparsities),
+            "block": list(self.block),
             "layers": [{"name": ly.name, "op": ly.op, "weight_shape": list(ly.weight_shape),
                         "input_shape": list(ly.input_shape), "crossover": ly.crossover,
                         "times_ms": {f"{s:g}": t for s, t in ly.times_ms.items()}} for ly in self.layers],
@@ -138,8 +142,9 @@ class LatencyTable:
             ax.plot(xs, [layer.times_ms[s] / layer.dense_ms for s in self.sparsities], "o-", ms=3,
                     label=layer.name if len(self.layers) <= 12 else None)
         ax.axhline(1.0, color="k", lw=0.8, ls="--", label="dense time")
+        unit = "" if self.block == (1, 1) else f", {self.block[0]}x{self.block[1]} blocks"
         ax.set(xlabel="weight sparsity (%)", ylabel="time / dense time",
-               title=f"per-layer latency, {self.threads} thread(s): {self.cpu}")
+               title=f"per-layer latency{unit}, {self.threads} thread(s): {self.cpu}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
@@ -233,7 +238,12 @@ def _layer_spec(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, d
     return "Linear", {}, (rows, int(input_shape[-1]))
 
 
-def _pruned(w: np.ndarray, sparsity: float) -> np.ndarray:
+def _pruned(w: np.ndarray, sparsity: float, block: tuple[int, int] = (1, 1)) -> np.ndarray:
+    if block != (1, 1):
+        from sparsert._blocks import block_magnitude_mask
+
+        mask = block_magnitude_mask(w, sparsity, block)
+        return w if mask is None else np.where(mask, w, 0.0).astype(np.float32)
     flat = np.abs(w).reshape(-1)
     k = int(math.floor(sparsity * flat.size + 0.5))
     if k <= 0:
@@ -277,12 +287,18 @@ def latency_table(
     cache: bool = True,
     progress: bool = True,
     budget_s: float = 0.1,
+    block: tuple[int, int] = (1, 1),
 ) -> LatencyTable:
     """Times every selected layer (``nn.Linear``, ``nn.Conv2d`` with groups 1 by default) alone
     with the sparsert runtime at each sparsity of ``sparsities`` (0 is always included), at the
     input shape it sees for ``example_inputs`` and the given thread count. Cached per CPU and
-    layer shape in :func:`cache_dir` unless ``cache=False``.
+    layer shape in :func:`cache_dir` unless ``cache=False``. ``block=(4, 1)`` times the layers
+    magnitude-pruned in 4x1 blocks (as ``magnitude_prune(block=...)`` prunes them; the runtime's
+    block kernels then run them) instead of unstructured.
     """
+    from sparsert._blocks import check_block
+
+    block = check_block(block)
     import sparsert
     from sparsert.runtime import _threads
 
@@ -310,16 +326,18 @@ def latency_table(
         bias = None if module.bias is None else module.bias.detach().cpu().numpy().astype(np.float32)
         times: dict[float, float] = {}
         for s in grid:
-            key = json.dumps([cpu, resolved, op, list(w.shape), list(x_shape), attrs, round(s, 4),
-                              bias is not None], sort_keys=True)
+            parts = [cpu, resolved, op, list(w.shape), list(x_shape), attrs, round(s, 4), bias is not None]
+            if block != (1, 1) and s > 0:  # the dense point is the same either way
+                parts.append(list(block))
+            key = json.dumps(parts, sort_keys=True)
             if key not in entries:
-                entries[key] = _time_layer(op, attrs, _pruned(w, s), bias, x_shape, resolved, budget_s)
+                entries[key] = _time_layer(op, attrs, _pruned(w, s, block), bias, x_shape, resolved, budget_s)
                 dirty = True
             times[s] = entries[key]
         out.append(LayerLatency(name, op, tuple(w.shape), tuple(shapes[name]), times))
     if cache and dirty:
         _save_cache(entries)
-    return LatencyTable(out, resolved, cpu, grid)
+    return LatencyTable(out, resolved, cpu, grid, block)
 
 
 # --------------------------------------------------------------------------- budget pruning
@@ -352,14 +370,20 @@ def measure_ms(model: nn.Module, example_inputs: Any, threads: int = 1, rounds: 
     return float(min(medians))
 
 
-def _magnitude_costs(layers: list[tuple[str, nn.Module]], grid: tuple[float, ...]) -> dict[str, dict[float, float]]:
+def _magnitude_costs(layers: list[tuple[str, nn.Module]], grid: tuple[float, ...],
+                     block: tuple[int, int] = (1, 1)) -> dict[str, dict[float, float]]:
     """The share of each layer's own squared weight magnitude that a sparsity removes: a first-order
     estimate of the relative error it adds to the layer's output, comparable across layers whatever
     their weight scale (a global magnitude ranking would strip whole small layers such as the first
     conv, whose weights are large in effect but few)."""
     costs: dict[str, dict[float, float]] = {}
+    from sparsert._blocks import block_scores
+
     for name, module in layers:
-        sq = np.sort((_effective_weight(module).astype(np.float64) ** 2).reshape(-1))
+        w = _effective_weight(module)
+        # squared magnitude per pruning unit (a block's sum of squares)
+        sq = np.sort(block_scores(w, block).reshape(-1) ** 2 if block != (1, 1)
+                     else (w.astype(np.float64) ** 2).reshape(-1))
         prefix = np.concatenate([[0.0], np.cumsum(sq)])
         total = prefix[-1] or 1.0
         costs[name] = {s: float(prefix[int(math.floor(s * sq.size + 0.5))]) / total for s in grid}
@@ -382,10 +406,11 @@ def _evaluated_costs(model: nn.Module, layers: list[tuple[str, nn.Module]], grid
     return costs
 
 
-def _prune_to(model: nn.Module, choice: dict[str, float], types: Sequence[type[nn.Module]]) -> None:
+def _prune_to(model: nn.Module, choice: dict[str, float], types: Sequence[type[nn.Module]],
+              block: tuple[int, int] = (1, 1)) -> None:
     wanted = {n: s for n, s in choice.items() if s > 0}
     if wanted:
-        magnitude_prune(model, sparsity=wanted, types=types, include=list(wanted))
+        magnitude_prune(model, sparsity=wanted, types=types, include=list(wanted), block=block)
 
 
 @dataclass
@@ -434,6 +459,7 @@ def budget_prune(
     measure: bool = True,
     table: LatencyTable | None = None,
     progress: bool = True,
+    block: tuple[int, int] = (1, 1),
 ) -> BudgetResult:
     """Chooses per-layer sparsities that meet ``target_ms`` (end to end, sparsert, at
     ``threads``) or ``speedup`` over the model's own sparsert time, with the least expected
@@ -445,7 +471,15 @@ def budget_prune(
         is pruned (slower, more faithful). To prune gradually, call with ``apply=False`` and pass
         ``result.sparsities`` to :func:`iterative_prune` as ``targets=``.
     Layers are only pruned to sparsities that make them faster than dense on this machine.
+    block: the pruning unit, as in :func:`magnitude_prune` (``(4, 1)``: 4x1 blocks, timed with the
+        runtime's block kernels); pass the same ``block=`` to :func:`iterative_prune` with
+        ``targets=``.
     """
+    from sparsert._blocks import check_block
+
+    block = check_block(block)
+    if table is not None and table.block != block:
+        raise ValueError(f"table was timed with block={table.block}, not block={block}")
     if (target_ms is None) == (speedup is None):
         raise ValueError("give exactly one of target_ms= (a latency in ms) or speedup= (over the dense model)")
     if target_ms is not None and not (isinstance(target_ms, (int, float)) and target_ms > 0):
@@ -453,7 +487,7 @@ def budget_prune(
     if speedup is not None and not (isinstance(speedup, (int, float)) and speedup >= 1):
         raise ValueError(f"speedup must be a number >= 1, got {speedup!r}")
     lat = table or latency_table(model, example_inputs, sparsities, threads, types, include, exclude,
-                                 progress=progress)
+                                 progress=progress, block=block)
     grid = lat.sparsities
     modules = dict(model.named_modules())
     layers = [(ly.name, modules[ly.name]) for ly in lat]
@@ -464,7 +498,7 @@ def budget_prune(
     elif callable(saliency):
         costs = {n: {s: float(saliency(n, m, s)) if s > 0 else 0.0 for s in grid} for n, m in layers}
     elif saliency == "magnitude":
-        costs = _magnitude_costs(layers, grid)
+        costs = _magnitude_costs(layers, grid, block)
     else:
         raise ValueError(f"saliency must be 'magnitude' or a function, got {saliency!r}")
 
@@ -508,13 +542,13 @@ def budget_prune(
         if not (apply and measure):
             break
         trial = copy.deepcopy(model)
-        _prune_to(trial, choice, types)
+        _prune_to(trial, choice, types, block)
         measured = measure_ms(trial, example_inputs, lat.threads)
         if abs(measured / target - 1.0) <= 0.05 or pred > target:
             break
         correction += measured - pred
     if apply:
-        _prune_to(model, choice, types)
+        _prune_to(model, choice, types, block)
     if pred > target:
         warnings.warn(
             f"budget_prune: the target {target:.3f} ms is out of reach on this machine at {lat.threads} thread(s): "
