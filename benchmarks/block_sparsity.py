@@ -150,7 +150,7 @@ def digits(args, folder: str) -> None:
                 m = copy.deepcopy(dense)
                 sp.iterative_prune(
                     m, sp.CubicSchedule(0.0, s, steps=3),
-                    lambda mm, step: train(mm, xt, yt, tune_epochs, 1e-3, seed + step),
+                    lambda mm, step, xt=xt, yt=yt, seed=seed: train(mm, xt, yt, tune_epochs, 1e-3, seed + step),
                     progress=False, block=block, exclude_first=True,
                 )
                 sp.finalize(m)

@@ -162,19 +162,51 @@ def random_models(args) -> None:
                   f"{r.measured_ms:9.2f} {r.measured_ms / r.target_ms - 1:+8.1%}")
 
 
+def structured(args) -> None:
+    """structured_budget_prune on ResNet-18 (filters per residual group and per block) and on the
+    BERT-style encoder (FFN neurons; attention heads stay whole), one-shot, random weights."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    from models import resnet18_torch
+
+    torch.manual_seed(args.seed)
+    cases = [("ResNet-18 224x224", resnet18_torch(1000).eval(), torch.randn(1, 3, 224, 224)),
+             ("BERT-2 seq 128", Encoder().eval(), torch.randn(1, 128, 768))]
+    if args.quick:
+        cases = [("ResNet-18 112x112", resnet18_torch(10).eval(), torch.randn(1, 3, 112, 112))]
+    print(f"\nstructured budget (speedup {args.structured_speedup}, round_to=8, one-shot):")
+    print(f"{'model':<20} {'threads':>7} {'dense ms':>9} {'target':>8} {'predicted':>9} {'measured':>9} "
+          f"{'vs target':>9} {'params kept':>11}")
+    for name, model, x in cases:
+        for threads in args.threads:
+            m = copy.deepcopy(model)
+            r = sp.structured_budget_prune(m, x, speedup=args.structured_speedup, threads=threads,
+                                           round_to=8, progress=False)
+            before = sum(p.numel() for p in model.parameters())
+            after = sum(p.numel() for p in sp.shrink(m, x).parameters())
+            print(f"{name:<20} {r.threads:>7} {r.dense_ms:9.2f} {r.target_ms:8.2f} {r.predicted_ms:9.2f} "
+                  f"{r.measured_ms:9.2f} {r.measured_ms / r.target_ms - 1:+8.1%} {after / before:10.1%}")
+        print(r.table())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speedup", type=float, default=1.5)
+    p.add_argument("--structured-speedup", type=float, default=2.0)
     p.add_argument("--threads", type=lambda s: [int(t) for t in s.split(",")], default=[1, 2])
+    p.add_argument("--skip", nargs="*", default=[], choices=["digits", "random", "structured"])
     args = p.parse_args()
     args.epochs, args.tune_epochs = (5, 1) if args.quick else (20, 2)
     warnings.simplefilter("ignore")
     os.environ.setdefault("SPARSERT_CACHE_DIR", tempfile.mkdtemp())
     print(f"CPU: {_cpu()}; sparsert {sparsert.__version__}")
-    digits(args)
-    random_models(args)
+    if "digits" not in args.skip:
+        digits(args)
+    if "random" not in args.skip:
+        random_models(args)
+    if "structured" not in args.skip:
+        structured(args)
 
 
 if __name__ == "__main__":

@@ -242,12 +242,20 @@ def to_onnx(model: nn.Module, shape: tuple[int, ...], opset: int = 13, dynamic_b
     return proto.SerializeToString()
 
 
-def magnitude_prune_(model: nn.Module, sparsity: float) -> nn.Module:
-    """Zero the `sparsity` share of smallest |w| of every Linear and non-depthwise, non-stem conv."""
+def magnitude_prune_(model: nn.Module, sparsity: float, block_rows: int = 1) -> nn.Module:
+    """Zero the `sparsity` share of smallest |w| of every Linear and non-depthwise, non-stem conv
+    (with `block_rows` > 1: of its block_rows x 1 blocks, ranked by their L2 norm)."""
+    from sparsert._blocks import block_magnitude_mask
+
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1 and m.in_channels > 3):
                 w = m.weight
+                if block_rows > 1:
+                    mask = block_magnitude_mask(w.numpy(), sparsity, (block_rows, 1))
+                    if mask is not None:
+                        w[~torch.from_numpy(mask)] = 0.0
+                    continue
                 k = int(sparsity * w.numel())
                 if k:
                     threshold = w.abs().flatten().kthvalue(k).values
@@ -274,12 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparsity", type=int, nargs="*", default=[90],
                     help="percent; 0 = dense is always written")
     ap.add_argument("--models", default=",".join(ZOO))
+    ap.add_argument("--block", type=int, default=0,
+                    help="also write the sparse models pruned in BLOCKx1 blocks (<model>_s90b4.onnx for 4)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    variants = [(0, 1)] + [(p, 1) for p in args.sparsity] + [(p, args.block) for p in args.sparsity if args.block > 1]
     for name in args.models.split(","):
-        for pct in [0, *args.sparsity]:
-            model = magnitude_prune_(build(name), pct / 100) if pct else build(name)
-            path = os.path.join(args.out, f"{name}_s{pct}.onnx")
+        for pct, rows in variants:
+            model = magnitude_prune_(build(name), pct / 100, rows) if pct else build(name)
+            tag = f"{pct}" + (f"b{rows}" if rows > 1 else "")
+            path = os.path.join(args.out, f"{name}_s{tag}.onnx")
             with open(path + ".tmp", "wb") as f:
                 f.write(to_onnx(model, INPUT.get(name, (3, 224, 224))))
             os.replace(path + ".tmp", path)

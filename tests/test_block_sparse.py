@@ -263,3 +263,22 @@ def test_export_block_arguments() -> None:
         sparsert.export(model, torch.randn(1, 8), "unused.spr", storage="bsr")
     with pytest.raises(ValueError, match="block"):
         sparsert.export(model, torch.randn(1, 8), "unused.spr", storage="bsr", block=(0, 1))
+
+
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_grouped_conv_blocks_that_straddle_groups(tmp_path, kernel: int) -> None:
+    """groups=3 with 6 output channels per group: the 4x1 block of rows 4-7 spans two groups
+    (each group reads its own input channels), so those rows must run without the block view."""
+    seed_everything(f"block-groups-{kernel}")
+    model = nn.Sequential(nn.Conv2d(6, 18, kernel, padding=kernel // 2, groups=3), nn.ReLU(),
+                          nn.Conv2d(18, 8, 1)).eval()
+    sp.magnitude_prune(model, sparsity=0.5, block=(4, 1))
+    x = torch.randn(2, 6, 11, 13)
+    path = str(tmp_path / "m.spr")
+    sparsert.export(model, x, path)
+    with torch.no_grad():
+        want = model(x).numpy()
+    for threads in (1, 2):
+        for path_kind in ("auto", "im2col", "direct"):
+            m = sparsert.load(path, threads=threads, conv_sparse_path=path_kind)
+            _close(m.run(x.numpy()), want)

@@ -265,3 +265,101 @@ def test_convert_warns_too(tmp_path, seed):
     with pytest.warns(UserWarning, match="convert: 1 layer"):
         sparsert.convert(tmp_path / "m.onnx", tmp_path / "m.spr")
     assert np.isfinite(sparsert.load(tmp_path / "m.spr").run(np.ones((1, 256), np.float32))).all()
+
+
+# --------------------------------------------------------------------------- structured budget
+
+from sparsert.prune import structured_budget as sb  # noqa: E402
+
+
+class Chain(nn.Module):
+    """conv -> conv -> conv (a residual pair) -> pooled Linear head (the head's group feeds the output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.c2 = nn.Conv2d(32, 48, 3, padding=1)
+        self.c3 = nn.Conv2d(48, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.c1(x))
+        b = self.c3(torch.relu(self.c2(a)))
+        return self.fc(torch.relu(a + b).mean(dim=(2, 3)))
+
+
+def _flop_timer(monkeypatch):
+    """Layer time = its weight elements x output pixels / 1e6 ms (a stand-in with no noise), and the
+    end-to-end time = the timed layers' sum, so the allocation logic is checked exactly."""
+    timed: list[tuple[int, ...]] = []
+
+    def fake_layer(op, attrs, w, bias, x_shape, threads, budget_s):
+        timed.append(tuple(w.shape))
+        pixels = x_shape[2] * x_shape[3] if op == "Conv" else x_shape[0]
+        return w.size * pixels / 1e6
+
+    monkeypatch.setattr(sb, "_time_layer", fake_layer)
+
+    def fake_measure(model, x, threads=1, **kwargs):
+        total = 0.0
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = sparsert.exporter.effective_param(m, "weight")
+                rows = int((w.reshape(w.shape[0], -1) != 0).any(dim=1).sum())
+                cols = int((w.reshape(w.shape[0], w.shape[1], -1) != 0).any(dim=(0, 2)).sum()) if w.dim() == 4 \
+                    else int((w != 0).any(dim=0).sum())
+                pixels = x.shape[2] * x.shape[3] if isinstance(m, nn.Conv2d) else x.shape[0]
+                k = w[0, 0].numel() if w.dim() == 4 else 1
+                total += rows * cols * k * pixels / 1e6
+        return total
+
+    monkeypatch.setattr(sb, "measure_ms", fake_measure)
+    return timed
+
+
+def test_structured_budget_meets_the_target_on_exact_timings(monkeypatch, seed):
+    torch.manual_seed(seed)
+    timed = _flop_timer(monkeypatch)
+    model, x = Chain().eval(), torch.randn(1, 3, 12, 12)
+    r = sp.structured_budget_prune(model, x, speedup=1.6, progress=False, cache=False)
+    assert r.met and r.measured_ms <= r.target_ms * 1.05
+    assert r.target_ms == pytest.approx(r.dense_ms / 1.6)
+    assert timed  # the shrunk layers were timed
+    # what the result says is what the model holds: kept filters per group
+    groups = {row["group"]: row for row in r.rows}
+    assert set(groups) == {"c1+c3", "c2"}  # the head feeds the output: not a group to prune
+    for name, kept in (("c2", groups["c2"]["kept"]), ("c1", groups["c1+c3"]["kept"]), ("c3", groups["c1+c3"]["kept"])):
+        w = getattr(model, name).weight.detach()
+        assert int((w.reshape(w.shape[0], -1) != 0).any(dim=1).sum()) == kept, name
+    assert "kept" in r.table() and "met" in r.table()
+    small = sp.shrink(model, x)
+    torch.testing.assert_close(small(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_structured_budget_round_to_and_unreachable(monkeypatch, seed):
+    torch.manual_seed(seed)
+    _flop_timer(monkeypatch)
+    r = sp.structured_budget_prune(Chain().eval(), torch.randn(1, 3, 12, 12), speedup=1.4, round_to=8,
+                                   progress=False, cache=False)
+    assert all(kept % 8 == 0 for kept in r.kept.values()), r.kept
+    with pytest.warns(UserWarning, match="out of reach"):
+        r = sp.structured_budget_prune(Chain().eval(), torch.randn(1, 3, 12, 12), speedup=50.0, progress=False,
+                                       cache=False, fractions=(0.25, 0.5))
+    assert not r.met and max(r.fractions.values()) == 0.5
+
+
+def test_structured_budget_arguments():
+    x = torch.randn(1, 3, 8, 8)
+    for kwargs, match in (({}, "exactly one"), ({"speedup": 0.5}, "speedup"), ({"speedup": 2, "criterion": "taylor"},
+                          "criterion"), ({"speedup": 2, "fractions": (0.99,)}, "fractions"),
+                          ({"speedup": 2, "round_to": 0}, "round_to")):
+        with pytest.raises(ValueError, match=match):
+            sp.structured_budget_prune(Chain(), x, progress=False, **kwargs)
+
+
+def test_structured_budget_real_run(seed):
+    """The whole path with the real runtime (structure only; timings are whatever this machine gives)."""
+    torch.manual_seed(seed)
+    model, x = Chain().eval(), torch.randn(1, 3, 16, 16)
+    r = sp.structured_budget_prune(model, x, speedup=1.3, progress=False, fractions=(0.5,))
+    assert set(r.fractions.values()) <= {0.0, 0.5} and r.measured_ms is not None and r.dense_ms > 0

@@ -70,9 +70,10 @@ def test_side_by_side_runner_on_a_zoo_model(tmp_path) -> None:
     models = tmp_path / "models"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    subprocess.run([sys.executable, "-m", "benchmarks.zoo", str(models), "--models", "squeezenet"],
+    subprocess.run([sys.executable, "-m", "benchmarks.zoo", str(models), "--models", "squeezenet", "--block", "4"],
                    check=True, env=env, capture_output=True, cwd=tmp_path)
-    assert sorted(p.name for p in models.iterdir()) == ["squeezenet_s0.onnx", "squeezenet_s90.onnx"]
+    names = ("squeezenet_s0", "squeezenet_s90", "squeezenet_s90b4")
+    assert sorted(p.name for p in models.iterdir()) == [f"{n}.onnx" for n in names]
     results = tmp_path / "rows.jsonl"
     run = subprocess.run([sys.executable, "-m", "benchmarks.peers.side_by_side", "--models", str(models),
                           "--libraries", "sparsert", "onnxruntime", "--threads", "1", "--rounds", "1",
@@ -81,9 +82,19 @@ def test_side_by_side_runner_on_a_zoo_model(tmp_path) -> None:
                          check=True, env=env, capture_output=True, text=True, cwd=tmp_path)
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert {(r["library"], r["model"]) for r in rows} == {
-        (lib, m) for lib in ("sparsert", "onnxruntime") for m in ("squeezenet_s0", "squeezenet_s90")}
+        (lib, m) for lib in ("sparsert", "onnxruntime") for m in names}
     assert all(r["median_ms"] > 0 for r in rows)
     assert "| SqueezeNet 1.1 | 1 |" in run.stdout and "onnxruntime / sparsert" in run.stdout
+    assert "90% 4x1 blocks" in run.stdout and "sparsert 90% 4x1" in run.stdout
+    # the block-pruned file really is pruned in whole 4x1 blocks
+    import onnx
+    from onnx import numpy_helper
+
+    for init in onnx.load(str(models / "squeezenet_s90b4.onnx")).graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.ndim == 4 and w.shape[1] > 3 and w.shape[0] % 4 == 0 and (w == 0).mean() > 0.5:
+            tiles = w.reshape(w.shape[0] // 4, 4, -1) != 0
+            assert (tiles.all(axis=1) | ~tiles.any(axis=1)).all(), init.name
     again = subprocess.run([sys.executable, "-m", "benchmarks.peers.side_by_side", "--from-json", str(results)],
                            check=True, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert again.stdout == run.stdout

@@ -124,16 +124,26 @@ constexpr int64_t kIm2colBudgetFloats = int64_t{1} << 18;
 constexpr int64_t kIm2colMinBlock = 128;
 constexpr int64_t kStageBudgetFloats = 16384;              // 64 KiB staging per task
 constexpr double kDirectMaxDensity = 0.30;
+// Re-measured against today's dense paths (Zen 3, 1 thread, min of 3 medians,
+// unstructured weights with the sparse path forced vs dense; benchmarks/
+// block_sparsity.py, 2026-12-03). Sparse/dense speed at 70% / 80% sparsity:
+//   3x3 s1 where the dense path is Winograd: 64->64 56x56 0.67 / 1.16,
+//     128->128 28x28 0.78 / 1.11, 256->256 14x14 1.02 / 1.39  -> sparse at <= 0.23
+//   3x3 s1 without Winograd (512->512 7x7): 1.16 at 70%, 0.87 at 60%   -> 0.30 (kept)
+//   3x3 s2 (128->256 28x28): 0.85 / 1.17                               -> 0.25
+//   1x1 (128->512 28x28): 0.99 at 50%, 1.29 at 60%, 1.69 at 70%         -> 0.38
+constexpr double kWinogradDenseMaxDensity = 0.23;
+constexpr double kStridedMaxDensity = 0.25;
 constexpr int64_t kWinogradMinTiles = 16;
 constexpr int64_t kWinogradMinChannels = 32;
 constexpr int64_t kWinogradMinTilesTimesChannels = 1536;
 constexpr int64_t kDirectMaxStride = 2;
 constexpr double kIm2colMaxDensity = 0.30;
-constexpr double kPointwiseMaxDensity = 0.30;
-constexpr double kKeepSparseBelow =
-    std::max({kDirectMaxDensity, kIm2colMaxDensity, kPointwiseMaxDensity});
-constexpr double kKeepDenseAbove =
-    std::min({kDirectMaxDensity, kIm2colMaxDensity, kPointwiseMaxDensity});
+constexpr double kPointwiseMaxDensity = 0.38;
+constexpr double kKeepSparseBelow = std::max({kDirectMaxDensity, kIm2colMaxDensity, kPointwiseMaxDensity,
+                                               kWinogradDenseMaxDensity, kStridedMaxDensity});
+constexpr double kKeepDenseAbove = std::min({kDirectMaxDensity, kIm2colMaxDensity, kPointwiseMaxDensity,
+                                             kWinogradDenseMaxDensity, kStridedMaxDensity});
 
 constexpr int64_t kWinogradBudgetFloats = int64_t{1} << 19;  // 2 MiB of V + M per tile-row block
 
@@ -333,8 +343,20 @@ class Conv2dOp final : public Op {
   // The cost model: the densest weight the sparse path this shape would take still wins at.
   double sparse_max_density(const kernels::ConvGeometry& g) const {
     if (pointwise_) return kPointwiseMaxDensity;
+    if (winograd_model(g)) return kWinogradDenseMaxDensity;
+    if (g.stride_h > 1 || g.stride_w > 1) return kStridedMaxDensity;
     if (direct_wins(g)) return kDirectMaxDensity;
     return kIm2colMaxDensity;
+  }
+
+  // The cost model's half of winograd_wins (no timing): would the dense path be Winograd?
+  bool winograd_model(const kernels::ConvGeometry& g) const {
+    if (!winograd_able_ || dense_choice_ == DenseChoice::kIm2col) return false;
+    if (dense_choice_ == DenseChoice::kWinograd) return true;
+    const int64_t tiles = ((g.out_h + 3) / 4) * ((g.out_w + 3) / 4);
+    const int64_t channels = std::min(cin_group_, cout_);
+    return tiles >= kWinogradMinTiles && channels >= kWinogradMinChannels &&
+           tiles * channels >= kWinogradMinTilesTimesChannels;
   }
 
   // LoadOptions::tune: times one image through the sparse and the dense plan for
@@ -358,10 +380,7 @@ class Conv2dOp final : public Op {
   bool winograd_wins(const std::vector<Shape>& inputs, const kernels::ConvGeometry& g) const {
     if (!winograd_able_ || dense_choice_ == DenseChoice::kIm2col) return false;
     if (dense_choice_ == DenseChoice::kWinograd) return true;
-    const int64_t tiles = ((g.out_h + 3) / 4) * ((g.out_w + 3) / 4);
-    const int64_t channels = std::min(cin_group_, cout_);
-    const bool model = tiles >= kWinogradMinTiles && channels >= kWinogradMinChannels &&
-                       tiles * channels >= kWinogradMinTilesTimesChannels;
+    const bool model = winograd_model(g);
     if (!tune_ || !weights_.has_dense()) return model;
     Shape key = inputs[0];
     key[0] = 1;

@@ -32,7 +32,7 @@ from .dependency import ChannelGroup, analyze_dependencies
 from .latency import _cpu, _layer_inputs, _layer_spec, _load_cache, _save_cache, _time_layer, measure_ms
 from .structured import _already_removed, _norm_scores, _round_kept, structured_prune
 
-FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75)
+FRACTIONS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
 
 
 @dataclass
@@ -138,7 +138,7 @@ def structured_budget_prune(
     # Units removed per group at each grid point (rounded like structured_prune(round_to=)).
     sizes = [len(g.units) for g in groups]
     removal: list[list[int]] = []
-    for g, n, before in zip(groups, sizes, removed_before):
+    for n, before in zip(sizes, removed_before):
         low = int(before.sum())
         counts = [max(low, _removed(n, f)) for f in grid]
         removal.append(_round_kept(counts, [n] * len(grid), [(low, n - 1)] * len(grid), round_to))
@@ -287,11 +287,12 @@ def structured_budget_prune(
     pred, measured = chosen[1], chosen[2]
     if apply:
         apply_to(model)
-    if pred > target and not met:
+    if not met and (pred > target or measured is not None):
+        best = f"measured at {measured:.3f} ms" if measured is not None else f"predicted at {pred:.3f} ms"
         warnings.warn(
             f"structured_budget_prune: the target {target:.3f} ms is out of reach on this machine at {resolved} "
-            f"thread(s): the fastest plan (up to {grid[-1]:.0%} of each group's channels) is predicted at "
-            f"{pred:.3f} ms (dense {dense_ms:.3f} ms)", stacklevel=2)
+            f"thread(s): the fastest plan found (up to {grid[-1]:.0%} of each group's channels) is {best} "
+            f"(dense {dense_ms:.3f} ms)", stacklevel=2)
     rows = []
     fractions_out: dict[str, float] = {}
     kept: dict[str, int] = {}
