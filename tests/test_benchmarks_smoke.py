@@ -238,3 +238,18 @@ def test_report_refuses_bad_input(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"machine_info": {}}))
     with pytest.raises(SystemExit, match="no 'benchmarks' list"):
         report.load_run(str(bad))
+
+
+def test_block_sparsity_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/block_sparsity.py --quick: both parts run and print their tables (the layer
+    table with every variant, the digits table with both pruning kinds); the timings are not
+    checked (no wall-clock assertions)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-m", "benchmarks.block_sparsity", "--quick"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "| sparsity | unstructured forced | unstructured auto | 4x1 forced | 4x1 auto |" in out
+    assert "### BERT Linear 768->768, seq 128" in out and "### ResNet-18 3x3 128->128, 28x28" in out
+    assert "| sparsity | unstructured accuracy | 4x1 accuracy | unstructured ms | 4x1 ms |" in out
+    assert "| 90% |" in out and "CPU:" in out

@@ -34,6 +34,9 @@ SKIPPED = {
         "a fragment of examples/cpp/main.cc, which tests/test_cpp.py builds against the installed package",
     ("docs/benchmarks.md", 'pip install ".[bench]"'):
         "a full benchmark run (tens of minutes); tests/test_benchmarks_smoke.py runs the suite and report",
+    ("docs/benchmarks.md", "python -m benchmarks.block_sparsity"):
+        "a few minutes of benchmarking; tests/test_benchmarks_smoke.py runs it with --quick, tests/test_zoo.py "
+        "runs benchmarks.zoo --block 4 and side_by_side on its files",
     ("docs/benchmarks.md", "python -m benchmarks.zoo zoo-models"):
         "about 15 minutes of benchmarking; tests/test_zoo.py runs benchmarks.zoo and side_by_side on SqueezeNet",
     ("docs/benchmarks.md", "python3 -m venv ds-venv && ds-venv/bin/pip install deepsparse==1.8.0"):
