@@ -97,36 +97,16 @@ def layers(args, folder: str) -> None:
 
 
 def digits(args, folder: str) -> None:
-    from sklearn.datasets import load_digits
-
     from sparsert._demo_models import DigitsCNN
 
-    d = load_digits()
-    images = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(d.target)
+    from .budget_prune import _accuracy, _digits, _train
+
     sparsities = (0.9,) if args.quick else (0.7, 0.8, 0.9)
     epochs, tune_epochs = (2, 1) if args.quick else (20, 2)
     acc: dict[tuple[str, float], list[float]] = {}
     dense_acc: list[float] = []
     ms: dict[tuple[str, float], float] = {}
     dense_ms = 0.0
-
-    def train(model, x, y, n_epochs, lr, seed):
-        g = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        model.train()
-        for _ in range(n_epochs):
-            order = torch.randperm(len(y), generator=g)
-            for i in range(0, len(y), 64):
-                idx = order[i:i + 64]
-                opt.zero_grad(set_to_none=True)
-                torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                opt.step()
-        model.eval()
-
-    def accuracy(model, x, y):
-        with torch.no_grad():
-            return float((model(x).argmax(1) == y).float().mean())
 
     def sparsert_ms(model, x):
         path = os.path.join(folder, "digits.spr")
@@ -136,13 +116,10 @@ def digits(args, folder: str) -> None:
 
     for seed in range(args.seeds):
         torch.manual_seed(seed)
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        x, y = images[order], labels[order]
-        split = int(0.8 * len(y))
-        xt, yt, xv, yv = x[:split], y[:split], x[split:], y[split:]
+        xt, yt, xv, yv = _digits(seed)
         dense = DigitsCNN()
-        train(dense, xt, yt, epochs, 3e-3, seed)
-        dense_acc.append(accuracy(dense, xv, yv))
+        _train(dense, xt, yt, epochs, lr=3e-3, seed=seed)
+        dense_acc.append(_accuracy(dense, xv, yv))
         if seed == 0:
             dense_ms = sparsert_ms(dense, xv[:64])
         for s in sparsities:
@@ -150,11 +127,11 @@ def digits(args, folder: str) -> None:
                 m = copy.deepcopy(dense)
                 sp.iterative_prune(
                     m, sp.CubicSchedule(0.0, s, steps=3),
-                    lambda mm, step, xt=xt, yt=yt, seed=seed: train(mm, xt, yt, tune_epochs, 1e-3, seed + step),
+                    lambda mm, step, xt=xt, yt=yt, seed=seed: _train(mm, xt, yt, tune_epochs, 1e-3, seed + step),
                     progress=False, block=block, exclude_first=True,
                 )
                 sp.finalize(m)
-                acc.setdefault((kind, s), []).append(accuracy(m, xv, yv))
+                acc.setdefault((kind, s), []).append(_accuracy(m, xv, yv))
                 if seed == 0:
                     ms[(kind, s)] = sparsert_ms(m, xv[:64])
     print(f"\n## Digits CNN: test accuracy (mean of {args.seeds} seed(s), 360 images each) and "

@@ -434,13 +434,18 @@ class BudgetResult:
         head = ["layer", "sparsity", "dense ms", "ms", "crossover"]
         body = [[r["name"], f"{r['sparsity']:.0%}", f"{r['dense_ms']:.3f}", f"{r['ms']:.3f}",
                  "stay dense" if r["crossover"] is None else f"{r['crossover']:.0%}"] for r in self.rows]
-        widths = [max(len(c) for c in col) for col in zip(head, *body)]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                 for r in [head, ["-" * w for w in widths], *body]]
-        measured = "not measured" if self.measured_ms is None else f"measured {self.measured_ms:.3f} ms"
-        return "\n".join(lines + [
-            f"target {self.target_ms:.3f} ms, dense {self.dense_ms:.3f} ms, predicted {self.predicted_ms:.3f} ms, "
-            f"{measured} ({'met' if self.met else 'NOT met'}; {self.latency.threads} thread(s))"])
+        return budget_table(head, body, self, f"{self.latency.threads} thread(s)")
+
+
+def budget_table(head: list[str], body: list[list[str]], result: Any, where: str) -> str:
+    """A plan's rows (first column left-aligned) and its target / dense / predicted / measured line."""
+    widths = [max(len(c) for c in col) for col in zip(head, *body)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [head, ["-" * w for w in widths], *body]]
+    measured = "not measured" if result.measured_ms is None else f"measured {result.measured_ms:.3f} ms"
+    return "\n".join(lines + [
+        f"target {result.target_ms:.3f} ms, dense {result.dense_ms:.3f} ms, predicted {result.predicted_ms:.3f} ms, "
+        f"{measured} ({'met' if result.met else 'NOT met'}; {where})"])
 
 
 def budget_prune(

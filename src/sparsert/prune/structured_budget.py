@@ -29,7 +29,16 @@ from torch import nn
 
 from ._select import Patterns, _as_patterns, matches_any
 from .dependency import ChannelGroup, analyze_dependencies
-from .latency import _cpu, _layer_inputs, _layer_spec, _load_cache, _save_cache, _time_layer, measure_ms
+from .latency import (
+    _cpu,
+    _layer_inputs,
+    _layer_spec,
+    _load_cache,
+    _save_cache,
+    _time_layer,
+    budget_table,
+    measure_ms,
+)
 from .structured import _already_removed, _norm_scores, _round_kept, structured_prune
 
 FRACTIONS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
@@ -57,13 +66,7 @@ class StructuredBudgetResult:
     def table(self) -> str:
         head = ["group", "units", "kept", "removed"]
         body = [[r["group"], str(r["units"]), str(r["kept"]), f"{r['fraction']:.1%}"] for r in self.rows]
-        widths = [max(len(c) for c in col) for col in zip(head, *body)]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                 for r in [head, ["-" * w for w in widths], *body]]
-        measured = "not measured" if self.measured_ms is None else f"measured {self.measured_ms:.3f} ms"
-        return "\n".join(lines + [
-            f"target {self.target_ms:.3f} ms, dense {self.dense_ms:.3f} ms, predicted {self.predicted_ms:.3f} ms, "
-            f"{measured} ({'met' if self.met else 'NOT met'}; {self.threads} thread(s); {self.cpu})"])
+        return budget_table(head, body, self, f"{self.threads} thread(s); {self.cpu}")
 
 
 def _group_name(g: ChannelGroup) -> str:
