@@ -12,7 +12,14 @@ from ._result import GroupResult, LayerResult, PruneResult
 from ._select import first_layer_name, last_layer_name, select_layers
 from .dependency import ChannelGroup, ChannelUnit, analyze_dependencies
 from .distill import distill, distillation_fine_tune, distillation_loss
-from .latency import BudgetResult, LatencyTable, LayerLatency, budget_prune, latency_table
+from .latency import (
+    BudgetResult,
+    BudgetUnreachableError,
+    LatencyTable,
+    LayerLatency,
+    budget_prune,
+    latency_table,
+)
 from .magnitude import magnitude_prune
 from .report import LayerReport, Report, pruning_info, report
 from .schedule import CubicSchedule, LinearSchedule, Schedule, fine_tune, iterative_prune
@@ -22,6 +29,7 @@ from .structured_budget import StructuredBudgetResult, structured_budget_prune
 
 __all__ = [
     "BudgetResult",
+    "BudgetUnreachableError",
     "LatencyTable",
     "LayerLatency",
     "budget_prune",

@@ -343,31 +343,53 @@ def latency_table(
 # --------------------------------------------------------------------------- budget pruning
 
 
-def measure_ms(model: nn.Module, example_inputs: Any, threads: int = 1, rounds: int = 5, budget_s: float = 1.0) -> float:
-    """End-to-end ms of ``model`` exported to sparsert and run on ``example_inputs``: the lowest of
-    ``rounds`` round medians (a busy period of a shared machine raises some rounds, not all)."""
+def _load_runtime(model: nn.Module, inputs: tuple, threads: int) -> Any:
     import sparsert
 
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.spr")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sparsert.export(model, inputs if len(inputs) > 1 else inputs[0], path)
-            runtime = sparsert.load(path, threads=threads)
-    feeds = [t.detach().cpu().numpy() for t in inputs]
-    for _ in range(2):
-        runtime.run(feeds)
-    medians = []
+            return sparsert.load(path, threads=threads)
+
+
+def _time_runtimes(runtimes: list[Any], feeds: list[np.ndarray], rounds: int, budget_s: float) -> list[float]:
+    """Each runtime's lowest round median in ms; every round runs each runtime in turn (a busy
+    period of a shared machine raises some rounds, not all, and hits all runtimes alike)."""
+    for rt in runtimes:
+        for _ in range(2):
+            rt.run(feeds)
+    best = [math.inf] * len(runtimes)
+    share = budget_s / rounds / len(runtimes)
     for _ in range(rounds):
-        times = []
-        start = time.perf_counter()
-        while len(times) < 3 or (len(times) < 30 and time.perf_counter() - start < budget_s / rounds):
-            t0 = time.perf_counter()
-            runtime.run(feeds)
-            times.append((time.perf_counter() - t0) * 1e3)
-        medians.append(float(np.median(times)))
-    return float(min(medians))
+        for i, rt in enumerate(runtimes):
+            times = []
+            start = time.perf_counter()
+            while len(times) < 3 or (len(times) < 30 and time.perf_counter() - start < share):
+                t0 = time.perf_counter()
+                rt.run(feeds)
+                times.append((time.perf_counter() - t0) * 1e3)
+            best[i] = min(best[i], float(np.median(times)))
+    return best
+
+
+def measure_ms(model: nn.Module, example_inputs: Any, threads: int = 1, rounds: int = 5, budget_s: float = 1.0) -> float:
+    """End-to-end ms of ``model`` exported to sparsert and run on ``example_inputs``: the lowest of
+    ``rounds`` round medians (a busy period of a shared machine raises some rounds, not all)."""
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    runtime = _load_runtime(model, inputs, threads)
+    return _time_runtimes([runtime], [t.detach().cpu().numpy() for t in inputs], rounds, budget_s)[0]
+
+
+def measure_pair_ms(first: nn.Module, second: nn.Module, example_inputs: Any, threads: int = 1,
+                    rounds: int = 7, budget_s: float = 2.0) -> tuple[float, float]:
+    """:func:`measure_ms` of two models timed together, round by round in turn, so that their
+    ratio holds on a machine whose speed drifts."""
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    runtimes = [_load_runtime(m, inputs, threads) for m in (first, second)]
+    a, b = _time_runtimes(runtimes, [t.detach().cpu().numpy() for t in inputs], rounds, budget_s)
+    return a, b
 
 
 def _magnitude_costs(layers: list[tuple[str, nn.Module]], grid: tuple[float, ...],
@@ -387,6 +409,80 @@ def _magnitude_costs(layers: list[tuple[str, nn.Module]], grid: tuple[float, ...
         prefix = np.concatenate([[0.0], np.cumsum(sq)])
         total = prefix[-1] or 1.0
         costs[name] = {s: float(prefix[int(math.floor(s * sq.size + 0.5))]) / total for s in grid}
+    return costs
+
+
+def _leaf_weight(module: nn.Module) -> torch.Tensor:
+    """The trainable tensor behind ``module.weight``: ``weight_orig`` (torch.nn.utils.prune), the
+    parametrization's ``original``, or ``weight``.  Where a mask keeps a weight, its gradient equals
+    the gradient of the effective weight; where it masks one, the weight is 0 and costs nothing."""
+    orig = getattr(module, "weight_orig", None)
+    if isinstance(orig, torch.Tensor):
+        return orig
+    param = getattr(module, "parametrizations", None)
+    if param is not None and "weight" in param:
+        return param["weight"].original
+    return module.weight
+
+
+def _fisher_costs(model: nn.Module, layers: list[tuple[str, nn.Module]], grid: tuple[float, ...],
+                  loader: Any, loss_fn: Callable[[Any, Any], torch.Tensor], batches: int,
+                  block: tuple[int, int] = (1, 1)) -> dict[str, dict[float, float]]:
+    """Expected loss increase of each layer's magnitude pruning to each sparsity: the second-order
+    Taylor term ``1/2 F_ii w_i^2`` (optimal brain damage, with the empirical Fisher ``F_ii`` -- the
+    mean squared gradient over ``batches`` batches -- for the Hessian's diagonal), summed over the
+    weights (blocks) that magnitude pruning removes at that sparsity.  Unlike ``"magnitude"`` the
+    costs are in units of the loss, so they compare across layers: a small layer the loss depends
+    on is expensive to prune, a large redundant one cheap."""
+    from sparsert._blocks import block_scores
+
+    if not isinstance(batches, int) or isinstance(batches, bool) or batches < 1:
+        raise ValueError(f"batches must be a positive int, got {batches!r}")
+    leaves = {name: _leaf_weight(module) for name, module in layers}
+    sums = {name: torch.zeros(t.shape, dtype=torch.float64) for name, t in leaves.items()}
+    was_training = model.training
+    model.eval()  # BatchNorm statistics and dropout stay as they are
+    used = 0
+    flags = {name: t.requires_grad for name, t in leaves.items()}
+    try:
+        for t in leaves.values():
+            t.requires_grad_(True)
+        for batch in loader:
+            if used >= batches:
+                break
+            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+                raise ValueError("saliency='fisher' needs a loader yielding (inputs, targets) pairs")
+            inputs, targets = batch[0], batch[1]
+            model.zero_grad(set_to_none=True)
+            for t in leaves.values():
+                t.grad = None
+            loss = loss_fn(model(inputs), targets)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise ValueError("loss_fn must return a scalar tensor")
+            loss.backward()
+            for name, t in leaves.items():
+                if t.grad is not None:
+                    sums[name] += t.grad.detach().double().cpu() ** 2
+            used += 1
+    finally:
+        for name, t in leaves.items():
+            t.grad = None
+            t.requires_grad_(flags[name])
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    if used == 0:
+        raise ValueError("the loader given for saliency='fisher' yielded no batch")
+    costs: dict[str, dict[float, float]] = {}
+    for name, module in layers:
+        w = _effective_weight(module).astype(np.float64)
+        per_weight = 0.5 * (sums[name].numpy().reshape(w.shape) / used) * w * w
+        if block != (1, 1):  # block order and block sums, as magnitude_prune ranks them
+            order_key = block_scores(w, block).reshape(-1)
+            unit_cost = (block_scores(np.sqrt(per_weight), block) ** 2).reshape(-1)
+        else:
+            order_key, unit_cost = np.abs(w).reshape(-1), per_weight.reshape(-1)
+        prefix = np.concatenate([[0.0], np.cumsum(unit_cost[np.argsort(order_key, kind="stable")])])
+        costs[name] = {s: float(prefix[int(math.floor(s * unit_cost.size + 0.5))]) for s in grid}
     return costs
 
 
@@ -411,6 +507,14 @@ def _prune_to(model: nn.Module, choice: dict[str, float], types: Sequence[type[n
     wanted = {n: s for n, s in choice.items() if s > 0}
     if wanted:
         magnitude_prune(model, sparsity=wanted, types=types, include=list(wanted), block=block)
+
+
+class BudgetUnreachableError(ValueError):
+    """A latency budget that no plan on the grid meets; ``.result`` is the fastest plan (not applied)."""
+
+    def __init__(self, message: str, result: BudgetResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -456,6 +560,9 @@ def budget_prune(
     threads: int = 1,
     saliency: str | Callable[[str, nn.Module, float], float] = "magnitude",
     evaluate: Callable[[nn.Module], float] | None = None,
+    loader: Any = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    batches: int = 8,
     sparsities: Sequence[float] = GRID,
     types: Sequence[type[nn.Module]] = TYPES,
     include: Patterns = None,
@@ -470,8 +577,11 @@ def budget_prune(
     ``threads``) or ``speedup`` over the model's own sparsert time, with the least expected
     accuracy cost, and (``apply=True``) magnitude-prunes the model to them in place.
 
-    saliency: ``"magnitude"`` (the squared magnitude of the removed weights) or a function
-        ``(layer_name, module, sparsity) -> cost``; ``evaluate``: a metric of the model (higher is
+    saliency: ``"magnitude"`` (the share of each layer's squared weight magnitude removed; needs
+        no data), ``"fisher"`` (the expected loss increase ``1/2 F w^2`` of the removed weights, with
+        the empirical Fisher from ``batches`` batches of ``loader`` -- ``(inputs, targets)`` pairs --
+        and ``loss_fn(model(inputs), targets)``; comparable across layers, recommended when data is
+        at hand) or a function ``(layer_name, module, sparsity) -> cost``; ``evaluate``: a metric of the model (higher is
         better, e.g. validation accuracy): the cost becomes its measured drop when the layer alone
         is pruned (slower, more faithful). To prune gradually, call with ``apply=False`` and pass
         ``result.sparsities`` to :func:`iterative_prune` as ``targets=``.
@@ -491,6 +601,10 @@ def budget_prune(
         raise ValueError(f"target_ms must be a positive number, got {target_ms!r}")
     if speedup is not None and not (isinstance(speedup, (int, float)) and speedup >= 1):
         raise ValueError(f"speedup must be a number >= 1, got {speedup!r}")
+    if not callable(saliency) and saliency not in ("magnitude", "fisher"):
+        raise ValueError(f"saliency must be 'magnitude', 'fisher' or a function, got {saliency!r}")
+    if saliency == "fisher" and evaluate is None and (loader is None or loss_fn is None):
+        raise ValueError("saliency='fisher' needs loader= (yielding (inputs, targets)) and loss_fn=")
     lat = table or latency_table(model, example_inputs, sparsities, threads, types, include, exclude,
                                  progress=progress, block=block)
     grid = lat.sparsities
@@ -502,64 +616,94 @@ def budget_prune(
         costs = _evaluated_costs(model, layers, grid, evaluate, progress)
     elif callable(saliency):
         costs = {n: {s: float(saliency(n, m, s)) if s > 0 else 0.0 for s in grid} for n, m in layers}
-    elif saliency == "magnitude":
-        costs = _magnitude_costs(layers, grid, block)
+    elif saliency == "fisher":
+        costs = _fisher_costs(model, layers, grid, loader, loss_fn, batches, block)
     else:
-        raise ValueError(f"saliency must be 'magnitude' or a function, got {saliency!r}")
+        costs = _magnitude_costs(layers, grid, block)
 
-    # The rest of the model (activations, pooling, ... and what layers cost inside the model
-    # beyond their time alone), measured end to end; corrected after each measured round.
-    base_other = dense_ms - sum(ly.dense_ms for ly in lat)
-    other_ms = max(0.0, base_other)
+    # The greedy path: from dense, repeatedly take the step (a layer to a higher grid sparsity)
+    # that saves the most predicted time per unit of cost, until every layer is as fast as the
+    # grid allows.  The order does not depend on the target; the target picks how far to go.
+    # A step that saves no time -- a layer still below its crossover -- is never taken.
+    other_ms = max(0.0, dense_ms - sum(ly.dense_ms for ly in lat))  # activations, pooling, ...
     level = {ly.name: 0 for ly in lat}  # index into grid
-
-    def predicted() -> float:
-        return other_ms + sum(ly.times_ms[grid[level[ly.name]]] for ly in lat)
-
-    def allocate() -> None:
-        while predicted() > target:
-            best: tuple[float, str, int] | None = None
-            for ly in lat:
-                i = level[ly.name]
-                t_now, c_now = ly.times_ms[grid[i]], costs[ly.name][grid[i]]
-                for j in range(i + 1, len(grid)):
-                    saved = t_now - ly.times_ms[grid[j]]
-                    if ly.times_ms[grid[j]] >= _GAIN * ly.dense_ms or saved <= 0:
-                        continue  # below the crossover or no faster: never spend sparsity here
-                    ratio = saved / (costs[ly.name][grid[j]] - c_now + 1e-12)
-                    if best is None or ratio > best[0]:
-                        best = (ratio, ly.name, j)
-            if best is None:
-                return  # every layer is as fast as the grid allows
-            level[best[1]] = best[2]
-
-    measured: float | None = None
-    correction = 0.0
-    for _ in range(3 if apply and measure else 1):
-        # plan from scratch with the current correction, try it on a copy, measure, correct both
-        # ways (the layers may cost more or less inside the model than alone)
-        other_ms = max(0.0, base_other) + correction
-        for name in level:
-            level[name] = 0
-        allocate()
-        choice = {name: grid[i] for name, i in level.items()}
-        pred = predicted()
-        if not (apply and measure):
+    path: list[dict[str, int]] = [dict(level)]
+    while True:
+        best: tuple[float, str, int] | None = None
+        for ly in lat:
+            i = level[ly.name]
+            t_now, c_now = ly.times_ms[grid[i]], costs[ly.name][grid[i]]
+            for j in range(i + 1, len(grid)):
+                saved = t_now - ly.times_ms[grid[j]]
+                if ly.times_ms[grid[j]] >= _GAIN * ly.dense_ms or saved <= 0:
+                    continue  # below the crossover or no faster: never spend sparsity here
+                ratio = saved / (costs[ly.name][grid[j]] - c_now + 1e-12)
+                if best is None or ratio > best[0]:
+                    best = (ratio, ly.name, j)
+        if best is None:
             break
-        trial = copy.deepcopy(model)
-        _prune_to(trial, choice, types, block)
-        measured = measure_ms(trial, example_inputs, lat.threads)
-        if abs(measured / target - 1.0) <= 0.05 or pred > target:
-            break
-        correction += measured - pred
-    if apply:
-        _prune_to(model, choice, types, block)
-    if pred > target:
-        warnings.warn(
-            f"budget_prune: the target {target:.3f} ms is out of reach on this machine at {lat.threads} thread(s): "
-            f"the fastest plan on the grid (up to {grid[-1]:.0%} per layer) is predicted at {pred:.3f} ms "
-            f"(dense {dense_ms:.3f} ms)", stacklevel=2)
+        level[best[1]] = best[2]
+        path.append(dict(level))
+
+    def plan_of(k: int) -> dict[str, float]:
+        return {name: grid[i] for name, i in path[k].items()}
+
+    def predicted(k: int) -> float:
+        return other_ms + sum(ly.times_ms[grid[path[k][ly.name]]] for ly in lat)
+
+    times: dict[int, float] = {0: dense_ms}
+
+    def measured(k: int) -> float:
+        # the plan on a pruned copy, timed together with the dense model (in turn, round by
+        # round) and rescaled to the dense time of the start: a shared machine's slow and fast
+        # periods then shift both and cancel instead of moving the plan
+        if k not in times:
+            trial = copy.deepcopy(model)
+            _prune_to(trial, plan_of(k), types, block)
+            ms, dense_now = measure_pair_ms(trial, model, example_inputs, lat.threads)
+            times[k] = ms * dense_ms / dense_now if dense_now > 0 else ms
+        return times[k]
+
+    # The layers alone predict each plan's time only roughly (inside the model they cost more or
+    # less), so the predicted first plan under the target is measured, then a bisection on the
+    # path's measured times (about monotone) finds the least pruned plan that meets it.
+    last = len(path) - 1
+    first = next((k for k in range(len(path)) if predicted(k) <= target), last)
+    ok = (lambda k: measured(k) <= target * 1.05) if measure else (lambda k: predicted(k) <= target)
+    if first == 0 or not measure:
+        chosen = first
+    else:
+        lo, hi = 0, None  # plan lo misses the target; plan hi meets it
+        if ok(first):
+            hi = first
+        else:
+            lo = first
+            if ok(last):
+                hi = last
+        if hi is not None:
+            while hi - lo > 1 and len(times) < 9:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+        chosen = last if hi is None else hi
+    choice = plan_of(chosen)
+    pred = predicted(chosen)
+    measured_ms = times.get(chosen) if measure else None
+    if chosen == 0 and measure:
+        measured_ms = dense_ms
+    reached = (measured_ms if measured_ms is not None else pred) <= target * 1.10
     rows = [{"name": ly.name, "sparsity": choice[ly.name], "dense_ms": ly.dense_ms,
              "ms": ly.times_ms[choice[ly.name]], "crossover": ly.crossover} for ly in lat]
-    met = (measured if measured is not None else pred) <= target * 1.10
-    return BudgetResult(choice, target, dense_ms, pred, measured, met, lat, rows)
+    result = BudgetResult(choice, target, dense_ms, pred, measured_ms, reached, lat, rows)
+    if not reached:
+        # even every layer at its fastest grid point misses: refuse, leave the model as it is
+        best = f"measured {measured_ms:.3f} ms" if measured_ms is not None else f"predicted {pred:.3f} ms"
+        fastest = measured_ms if measured_ms is not None else pred
+        raise BudgetUnreachableError(
+            f"budget_prune: the target {target:.3f} ms is out of reach on this machine at {lat.threads} "
+            f"thread(s): the fastest plan on the grid (every layer at its fastest sparsity, up to "
+            f"{grid[-1]:.0%}) runs {best} (dense {dense_ms:.3f} ms, {dense_ms / fastest:.2f}x). The model was not "
+            f"pruned; ask for target_ms >= {fastest:.3f} (the plan is in this error's .result), or add "
+            f"sparsities or block=(4, 1) for faster layers.", result)
+    if apply:
+        _prune_to(model, choice, types, block)
+    return result

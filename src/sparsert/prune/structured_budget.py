@@ -30,6 +30,7 @@ from torch import nn
 from ._select import Patterns, _as_patterns, matches_any
 from .dependency import ChannelGroup, analyze_dependencies
 from .latency import (
+    BudgetUnreachableError,
     _cpu,
     _layer_inputs,
     _layer_spec,
@@ -288,14 +289,6 @@ def structured_budget_prune(
     chosen = max(met, key=lambda t: t[2]) if met else min(tried, key=lambda t: t[2] if t[2] is not None else t[1])
     level[:] = chosen[0]
     pred, measured = chosen[1], chosen[2]
-    if apply:
-        apply_to(model)
-    if not met and (pred > target or measured is not None):
-        best = f"measured at {measured:.3f} ms" if measured is not None else f"predicted at {pred:.3f} ms"
-        warnings.warn(
-            f"structured_budget_prune: the target {target:.3f} ms is out of reach on this machine at {resolved} "
-            f"thread(s): the fastest plan found (up to {grid[-1]:.0%} of each group's channels) is {best} "
-            f"(dense {dense_ms:.3f} ms)", stacklevel=2)
     rows = []
     fractions_out: dict[str, float] = {}
     kept: dict[str, int] = {}
@@ -306,5 +299,20 @@ def structured_budget_prune(
         kept[name] = len(g.units) - removed
         rows.append({"group": name, "units": len(g.units), "kept": kept[name], "fraction": fractions_out[name]})
     final = measured if measured is not None else pred
-    return StructuredBudgetResult(fractions_out, kept, target, dense_ms, pred, measured,
-                                  final <= target * 1.05, resolved, cpu, rows)
+    result = StructuredBudgetResult(fractions_out, kept, target, dense_ms, pred, measured,
+                                    final <= target * 1.05, resolved, cpu, rows)
+    if pred > target and final > target * 1.10:
+        # the allocation ran out of groups to cut: no plan on the grid meets the target
+        best = f"measured {measured:.3f} ms" if measured is not None else f"predicted {pred:.3f} ms"
+        raise BudgetUnreachableError(
+            f"structured_budget_prune: the target {target:.3f} ms is out of reach on this machine at {resolved} "
+            f"thread(s): the fastest plan found (up to {grid[-1]:.0%} of each group's channels) runs {best} "
+            f"(dense {dense_ms:.3f} ms). The model was not pruned; ask for target_ms >= {final:.3f} (the plan is "
+            f"in this error's .result) or allow larger fractions=.", result)
+    if apply:
+        apply_to(model)
+    if not result.met:
+        warnings.warn(
+            f"structured_budget_prune: the plan runs {final:.3f} ms against a target of {target:.3f} ms after "
+            f"{len(tried)} measured round(s) (dense {dense_ms:.3f} ms)", stacklevel=2)
+    return result
