@@ -253,3 +253,22 @@ def test_block_sparsity_benchmark_quick(tmp_path: Path) -> None:
     assert "### BERT Linear 768->768, seq 128" in out and "### ResNet-18 3x3 128->128, 28x28" in out
     assert "| sparsity | unstructured accuracy | 4x1 accuracy | unstructured ms | 4x1 ms |" in out
     assert "| 90% |" in out and "CPU:" in out
+
+
+def test_budget_prune_benchmark_quick(tmp_path: Path) -> None:
+    """benchmarks/budget_prune.py --quick, digits part: every method is pruned, fine-tuned, timed
+    together and compared at the budget plans' speed, and the plot is written; the timings and
+    accuracies are not checked (no wall-clock assertions)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               SPARSERT_CACHE_DIR=str(tmp_path / "cache"))
+    run = subprocess.run([sys.executable, "-m", "benchmarks.budget_prune", "--quick", "--skip", "random", "structured",
+                          "--plot", "digits.png"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "CPU:" in out and "all timed together" in out
+    for name in ("uniform per layer", "global threshold"):
+        assert out.count(name) >= 2, out  # both operating points of the quick mode
+    assert "at the budget plans' measured speed" in out
+    assert (tmp_path / "digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
