@@ -1,7 +1,8 @@
 // Every compiled + supported eltwise kernel (kernels/eltwise) against double
 // precision references, on inputs covering the whole float range: zeros,
 // denormals, the approximation thresholds, the overflow / underflow edges,
-// +-inf and NaN, plus random values from a printed seed. Lengths 1..67 and
+// +-inf and NaN, sweeps over GELU's and erf's tails, plus random values from a
+// printed seed. Lengths 1..67 and
 // 4099 exercise the vector tails.
 //
 // Tolerance: |got - ref| <= 1e-6 * cond(x) * |ref| + 8 * 2^-149 (denormal
@@ -124,6 +125,11 @@ std::vector<float> wide_inputs(uint64_t seed) {
   std::uniform_real_distribution<float> dense(-12.0f, 12.0f), wide(-120.0f, 100.0f);
   std::uniform_real_distribution<float> expo(-40.0f, 5.0f);
   for (int i = 0; i < 20000; ++i) v.push_back(dense(gen));
+  // GELU's tails, swept: below -12.5 its results head for the denormal range
+  // (computed scaled and rebuilt from the bits, whole vectors of such lanes
+  // here), above 12.44 it returns x; erf saturates from 6 on.
+  for (int i = 0; i < 20000; ++i) v.push_back(-21.0f + 0.0005f * static_cast<float>(i));
+  for (int i = 0; i < 8000; ++i) v.push_back(5.0f + 0.002f * static_cast<float>(i));
   for (int i = 0; i < 5000; ++i) v.push_back(wide(gen));
   for (int i = 0; i < 5000; ++i) {
     const float m = std::pow(10.0f, expo(gen));

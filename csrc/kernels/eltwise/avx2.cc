@@ -35,6 +35,7 @@ struct Avx2EltwiseOps {
   static V abs(V a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
   static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static V floor(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+  static V int_bits(V n) { return _mm256_castsi256_ps(_mm256_cvtps_epi32(n)); }
   static V pow2(V n) {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
@@ -42,6 +43,7 @@ struct Avx2EltwiseOps {
   static M lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static M eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
   static M isnan(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+  static bool any(M m) { return _mm256_movemask_ps(m) != 0; }
   static V select(M m, V a, V b) { return _mm256_blendv_ps(b, a, m); }
   static V copysign(V mag, V sign) {
     const V s = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0x80000000u)));

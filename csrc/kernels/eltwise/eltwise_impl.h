@@ -8,7 +8,8 @@
 // store_tail(p, v, count); set1, add, sub, mul, div, fma (a * b + c), max, min
 // (both return the second operand when one is NaN, like maxps / minps), abs,
 // round (to nearest even), floor, pow2 (2^n for integral n in [-126, 127]),
-// lt, eq, isnan (masks), select(m, a, b) = m ? a : b, copysign(magnitude,
+// int_bits(n) (the float whose bits are the integer n, n in [0, 2^23]),
+// lt, eq, isnan (masks), any(m) (some lane set), select(m, a, b) = m ? a : b, copysign(magnitude,
 // sign), hmax, hsum; DAcc (double accumulators) with dacc_zero, dacc_add(acc,
 // v) (+= v), dacc_add_sq(acc, v, mean) (+= (v - mean)^2) and dacc_sum.
 //
@@ -34,12 +35,16 @@ namespace sparsert {
 namespace kernels {
 namespace {
 
+// exp(hi + lo) * 2^k for integral k in [0, 64] (k = 0: exp(hi + lo)); the
+// offset lets a result headed below FLT_MIN stay a normal float until the
+// caller scales it back with one multiplication.
 template <class O>
-typename O::V exp_hilo(typename O::V hi, typename O::V lo) {
+typename O::V exp_hilo(typename O::V hi, typename O::V lo, typename O::V k) {
   using V = typename O::V;
   const V x = O::add(hi, lo);
-  // Below -104 the result is 0 even as a denormal; above 89 it is +inf.
-  const V lim_lo = O::set1(-104.0f), lim_hi = O::set1(89.0f);
+  // Below -104 the result is 0 even as a denormal (-148: also with k = 64);
+  // above 89 it is +inf.
+  const V lim_lo = O::set1(-148.0f), lim_hi = O::set1(89.0f);
   const V n = O::round(O::mul(O::min(O::max(x, lim_lo), lim_hi), O::set1(1.44269504088896341f)));
   // r = hi - n ln2 + lo, ln2 = 0.693359375 - 2.12194440e-4 (the first part has 9
   // bits, so n * it is exact and hi - n * it is exact for the hi that matter)
@@ -52,14 +57,15 @@ typename O::V exp_hilo(typename O::V hi, typename O::V lo) {
   p = O::fma(p, r, O::set1(1.6666665459e-1f));
   p = O::fma(p, r, O::set1(5.0000001201e-1f));
   p = O::fma(p, O::mul(r, r), O::add(r, O::set1(1.0f)));
-  const V n1 = O::floor(O::mul(n, O::set1(0.5f)));
-  const V y = O::mul(O::mul(p, O::pow2(n1)), O::pow2(O::sub(n, n1)));
+  const V nk = O::add(n, k);
+  const V n1 = O::floor(O::mul(nk, O::set1(0.5f)));
+  const V y = O::mul(O::mul(p, O::pow2(n1)), O::pow2(O::sub(nk, n1)));
   return O::select(O::isnan(x), x, y);
 }
 
 template <class O>
 typename O::V exp_v(typename O::V x) {
-  return exp_hilo<O>(x, O::set1(0.0f));
+  return exp_hilo<O>(x, O::set1(0.0f), O::set1(0.0f));
 }
 
 template <class O>
@@ -97,7 +103,7 @@ typename O::V erf_small(typename O::V z) {
 
 // erfc(z) for z >= 0 given z^2 = z2_hi + z2_lo exactly (relative error ~2e-7).
 template <class O>
-typename O::V erfc_large(typename O::V z, typename O::V z2_hi, typename O::V z2_lo) {
+typename O::V erfc_large(typename O::V z, typename O::V z2_hi, typename O::V z2_lo, typename O::V k) {
   using V = typename O::V;
   const V t = O::div(O::set1(1.0f), O::fma(z, O::set1(0.5f), O::set1(1.0f)));
   V p = O::set1(0.17087277f);
@@ -110,16 +116,18 @@ typename O::V erfc_large(typename O::V z, typename O::V z2_hi, typename O::V z2_
   p = O::fma(p, t, O::set1(0.37409196f));
   p = O::fma(p, t, O::set1(1.00002368f));
   p = O::fma(p, t, O::set1(-1.26551223f));
-  return O::mul(t, exp_hilo<O>(O::sub(O::set1(0.0f), z2_hi), O::sub(p, z2_lo)));
+  return O::mul(t, exp_hilo<O>(O::sub(O::set1(0.0f), z2_hi), O::sub(p, z2_lo), k));
 }
 
 template <class O>
 typename O::V erf_v(typename O::V x) {
   using V = typename O::V;
-  const V z = O::min(O::abs(x), O::set1(10.0f));  // erf(10) = 1 in float; NaN -> 10
+  // erf(6) = 1 in float (erfc(6) = 2e-17), and erfc stays a normal float up to
+  // there (past ~9.2 it is denormal, and denormal arithmetic is slow); NaN -> 6
+  const V z = O::min(O::abs(x), O::set1(6.0f));
   const V z2 = O::mul(z, z);
   const V z2_lo = O::fma(z, z, O::sub(O::set1(0.0f), z2));
-  const V large = O::sub(O::set1(1.0f), erfc_large<O>(z, z2, z2_lo));
+  const V large = O::sub(O::set1(1.0f), erfc_large<O>(z, z2, z2_lo, O::set1(0.0f)));
   const V y = O::select(O::lt(z, O::set1(0.5f)), erf_small<O>(z), large);
   return O::select(O::isnan(x), x, O::copysign(y, x));
 }
@@ -144,9 +152,18 @@ typename O::V silu_v(typename O::V x) {
 template <class O>
 typename O::V gelu_v(typename O::V x) {
   using V = typename O::V;
-  // h = x/2 * erfc(|x| / sqrt 2); gelu = x < 0 ? h : x - h. Outside [-20, 20]
-  // h is 0 to float precision, so clamping keeps +-inf out of the arithmetic.
-  const V xc = O::min(O::max(x, O::set1(-20.0f)), O::set1(20.0f));
+  using M = typename O::M;
+  // h = x/2 * erfc(|x| / sqrt 2); gelu = x < 0 ? h : x - h. Below -14.5 h is
+  // under half the smallest denormal (|h(-14.5)| = 1.3e-46), so it rounds to
+  // -0 there too; above 12.44 (|x| / sqrt 2 > 8.8) h < 3e-35 is far below half
+  // an ulp of x, so x - h = x. Clamping to [-14.5, 12.44] keeps +-inf out of
+  // the arithmetic and h a normal float for x > 0. Denormal arithmetic costs
+  // an assist per operation on x86 (GELU over a Linear's outputs with |x| > 13
+  // in 14% of lanes ran 2x slower), so for x < -12.5, whose h heads below
+  // FLT_MIN, h is computed times 2^64 and scaled back by one multiplication.
+  const V xc = O::min(O::max(x, O::set1(-14.5f)), O::set1(12.44f));
+  const M tail = O::lt(x, O::set1(-12.5f));
+  const V k = O::select(tail, O::set1(64.0f), O::set1(0.0f));
   const V z = O::mul(O::abs(xc), O::set1(0.70710678118654752f));
   // z^2 = xc^2 / 2 exactly as hi + lo (halving is exact)
   const V sq = O::mul(xc, xc);
@@ -154,9 +171,20 @@ typename O::V gelu_v(typename O::V x) {
   const V half = O::set1(0.5f);
   const V small = erf_small<O>(z);
   const V erfc = O::select(O::lt(z, half), O::sub(O::set1(1.0f), small),
-                           erfc_large<O>(z, O::mul(sq, half), O::mul(sq_lo, half)));
-  const V h = O::mul(O::mul(half, xc), erfc);
-  const V y = O::select(O::lt(x, O::set1(0.0f)), h, O::sub(x, h));
+                           erfc_large<O>(z, O::mul(sq, half), O::mul(sq_lo, half), k));
+  const V h = O::mul(O::mul(half, xc), erfc);  // times 2^k
+  const M negative = O::lt(x, O::set1(0.0f));
+  if (!O::any(tail)) return O::select(O::isnan(x), x, O::select(negative, h, O::sub(x, h)));
+  // The tail lanes' h * 2^-64 without denormal arithmetic: a denormal is the
+  // integer |h| * 2^149 in the mantissa bits (|h| * 2^64 * 2^85, exact scaling,
+  // rounded to nearest by the conversion); results that stay normal multiply,
+  // from an operand clamped so that no lane's product leaves the normal range.
+  const V a = O::abs(h);
+  const V m = O::mul(a, O::set1(3.8685626227668134e25f));  // 2^85
+  const V denormal = O::int_bits(O::min(m, O::set1(8388608.0f)));
+  const V normal = O::mul(O::max(a, O::set1(2.168404344971009e-19f)), O::set1(5.421010862427522e-20f));  // 2^-62, 2^-64
+  const V scaled = O::copysign(O::select(O::lt(m, O::set1(8388608.0f)), denormal, normal), x);
+  const V y = O::select(negative, O::select(tail, scaled, h), O::sub(x, h));
   return O::select(O::isnan(x), x, y);
 }
 
