@@ -328,13 +328,17 @@ def structured(args) -> None:
     for name, model, x in cases:
         for threads in args.threads:
             m = copy.deepcopy(model)
-            r = sp.structured_budget_prune(m, x, speedup=args.structured_speedup, threads=threads,
-                                           round_to=8, progress=False)
+            try:
+                r = sp.structured_budget_prune(m, x, speedup=args.structured_speedup, threads=threads,
+                                               round_to=8, progress=False)
+            except sp.BudgetUnreachableError as e:
+                print(f"{name:<20} {threads:>7} REFUSED: {e}")
+                continue
             before = sum(p.numel() for p in model.parameters())
             after = sum(p.numel() for p in sp.shrink(m, x).parameters())
             print(f"{name:<20} {r.threads:>7} {r.dense_ms:9.2f} {r.target_ms:8.2f} {r.predicted_ms:9.2f} "
                   f"{r.measured_ms:9.2f} {r.measured_ms / r.target_ms - 1:+8.1%} {after / before:10.1%}")
-        print(r.table())
+            print(r.table())
 
 
 def main() -> None:

@@ -426,7 +426,12 @@ def test_structured_budget_real_run(seed):
     """The whole path with the real runtime (structure only; timings are whatever this machine gives)."""
     torch.manual_seed(seed)
     model, x = Chain().eval(), torch.randn(1, 3, 16, 16)
-    r = sp.structured_budget_prune(model, x, speedup=1.3, progress=False, fractions=(0.5,))
+    before = [p.detach().clone() for p in model.parameters()]
+    try:  # this machine decides whether 1.3x is reachable; both outcomes are checked
+        r = sp.structured_budget_prune(model, x, speedup=1.3, progress=False, fractions=(0.5,))
+    except sp.BudgetUnreachableError as e:
+        r = e.result
+        assert not r.met and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert set(r.fractions.values()) <= {0.0, 0.5} and r.measured_ms is not None and r.dense_ms > 0
 
 
