@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -128,3 +129,25 @@ def test_linear_activation_params_and_no_fusion_cases() -> None:
     ht = torch.from_numpy(xv) @ torch.from_numpy(w).T
     close(m.run(xv), (F.relu(ht) + ht).numpy())
     assert len(m.summary([(3, 6)])) == 3
+
+
+@pytest.mark.parametrize("storage", ["dense", "csr"])
+@pytest.mark.parametrize("batch", [2, 3, 300, 2049])
+def test_batched_linear_fused_activation_in_row_chunks(storage: str, batch: int) -> None:
+    """The batched Linear applies its fused activation and transposes back in chunks of rows
+    (8192 / batch, a multiple of 4): row counts that leave a partial last chunk, batches that
+    make the chunk 4 rows, both kernels; against PyTorch."""
+    rng = np.random.default_rng(SEED + 11 + batch)
+    rows, cols = 37, 19
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    if storage == "csr":
+        w[rng.random(w.shape) < 0.8] = 0.0
+    xv = (3.0 * rng.standard_normal((batch, cols))).astype(np.float32)
+    for op, fn in (("Gelu", F.gelu), ("Relu", F.relu), ("Sigmoid", torch.sigmoid)):
+        g = sparsert.GraphBuilder("lin")
+        x = g.input("x", (batch, cols))
+        g.output(g.node(op, [g.node("Linear", [x, g.constant("w", w, storage=storage)])]), "y")
+        for threads in (1, 2):
+            m = g.load(threads=threads)
+            close(m.run(xv), fn(torch.from_numpy(xv) @ torch.from_numpy(w).T).numpy())
+            assert len(m.summary([(batch, cols)])) == 1, op  # fused

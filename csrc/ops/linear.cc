@@ -219,8 +219,14 @@ class LinearOp final : public Op {
       const int64_t r0 = bounds[t], r1 = bounds[t + 1];
       if (r0 == r1) return;
       compute(sparse, r0, r1, xt, batch, batch, yt, batch);
-      apply_activation(act_, yt + r0 * batch, (r1 - r0) * batch);
-      transpose_block(yt + r0 * batch, batch, y + r0, rows_, r1 - r0, batch);
+      // The activation and the transpose back in chunks of rows that stay in
+      // L1 between the two (a task's Y^T can exceed L2: 3072 x 128 is 1.5 MB).
+      const int64_t chunk = std::max<int64_t>(4, (8192 / std::max<int64_t>(batch, 1)) & ~int64_t{3});
+      for (int64_t c0 = r0; c0 < r1; c0 += chunk) {
+        const int64_t c1 = std::min(r1, c0 + chunk);
+        apply_activation(act_, yt + c0 * batch, (c1 - c0) * batch);
+        transpose_block(yt + c0 * batch, batch, y + c0, rows_, c1 - c0, batch);
+      }
     });
   }
 
