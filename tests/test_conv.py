@@ -205,6 +205,25 @@ def winograd_cases(rng: np.random.Generator, count: int) -> list[dict[str, Any]]
     return cases
 
 
+@pytest.mark.parametrize("cout,cin,hw", [(24, 144, (56, 56)), (960, 160, (7, 7)), (20, 36, (3, 50)),
+                                         (3, 8, (1, 17))])
+@pytest.mark.parametrize("storage", ["dense", "csr"])
+def test_conv1x1_threads_split_rows_or_columns(cout: int, cin: int, hw: tuple[int, int], storage: str) -> None:
+    # 2 threads split a 1x1 conv by output columns when the input is the larger
+    # operand (MobileNet's projections) and by rows when the weight is: both
+    # splits, and the column tails, against PyTorch.
+    rng = np.random.default_rng(SEED + cout)
+    x = rng.standard_normal((1, cin, *hw)).astype(np.float32)
+    w = sparse_weight(rng, (cout, cin, 1, 1), 0.0 if storage == "dense" else 0.8)
+    b = rng.standard_normal(cout).astype(np.float32)
+    r = rng.standard_normal((1, cout, *hw)).astype(np.float32)
+    ref = torch_conv(x, w, b, act="relu6", residual=r)
+    for threads in (1, 2):
+        y = run_conv(x, w, b, storage=storage, act="relu6", residual=r, threads=threads,
+                     layer_kernel="sparse" if storage == "csr" else "dense")
+        check(y, ref, f"1x1 {cout}x{cin} {hw} {storage} threads={threads}")
+
+
 def test_conv2d_winograd_random_shapes() -> None:
     """The Winograd path (forced) against PyTorch, same tolerance as every conv (1e-4 of max |ref|):
     F(4x4, 3x3) in float32 stays within it (measured max 5e-6 relative on 64 -> 64 at 56x56)."""

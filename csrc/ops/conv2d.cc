@@ -793,8 +793,10 @@ class Conv2dOp final : public Op {
         const int64_t tasks = partition_task_count(ctx.threads(), group_nnz * np, cout_group_ * np);
         const int64_t row_block = p.sparse ? 1 : weights_.packed(grp).row_block;
         const int64_t row_units = (cout_group_ + row_block - 1) / row_block;
-        const int64_t row_tasks = std::max<int64_t>(1, std::min(tasks, row_units));
-        const int64_t col_tasks = std::max<int64_t>(1, std::min(tasks / row_tasks, np / 16));
+        const double w_bytes = static_cast<double>(group_nnz) * (p.sparse ? 8.0 : 4.0);
+        const Split2d split = partition_2d(tasks, row_units, np, 16, w_bytes,
+                                           4.0 * static_cast<double>(k) * static_cast<double>(np));
+        const int64_t row_tasks = split.row_tasks, col_tasks = split.col_tasks;
         const std::vector<int64_t> rb =
             p.sparse ? weights_.partition_sparse(r_begin, r_end, row_tasks)
                      : partition_rows(cout_group_, row_tasks, row_block);

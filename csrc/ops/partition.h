@@ -18,6 +18,43 @@ inline int64_t partition_task_count(int threads, int64_t work, int64_t rows) {
   return std::max<int64_t>(1, std::min(tasks, rows));
 }
 
+// How to split a product Y[rows x cols] = W[rows x K] * X[K x cols] into
+// row_tasks x col_tasks tasks (about `tasks` in all). Each row task reads all
+// of X's columns in its range and each column task all of W's rows in its
+// range, so the traffic is about X * row_tasks + W * col_tasks: split the
+// rows when W is the larger operand (ResNet's 3x3 layers at 7x7), the columns
+// when X is (MobileNet's 1x1 projections: 24 x 144 weights against a 144 x
+// 3136 input, where a row split made both threads stream all of X and ran
+// 1.1x faster on 2 threads instead of 1.8x). Columns come in units of
+// `col_unit`, rows in `row_units` units; w_bytes and x_bytes are the sizes of
+// the whole operands.
+struct Split2d {
+  int64_t row_tasks = 1, col_tasks = 1;
+};
+
+inline Split2d partition_2d(int64_t tasks, int64_t row_units, int64_t cols, int64_t col_unit,
+                            double w_bytes, double x_bytes) {
+  Split2d best;
+  const int64_t col_units = std::max<int64_t>(1, cols / std::max<int64_t>(1, col_unit));
+  row_units = std::max<int64_t>(1, row_units);
+  tasks = std::max<int64_t>(1, std::min(tasks, row_units * col_units));
+  if (tasks == 1) return best;
+  double best_cost = -1.0;
+  for (int64_t rt = 1; rt <= std::min(tasks, row_units); ++rt) {
+    const int64_t ct = std::max<int64_t>(1, std::min(tasks / rt, col_units));
+    // Fewer than 3/4 of the wanted tasks balances worse; skip unless nothing else fits.
+    if (rt * ct * 4 < tasks * 3) continue;
+    const double cost = x_bytes * static_cast<double>(rt) + w_bytes * static_cast<double>(ct);
+    if (best_cost < 0.0 || cost < best_cost) {
+      best_cost = cost;
+      best.row_tasks = rt;
+      best.col_tasks = ct;
+    }
+  }
+  if (best_cost < 0.0) best.row_tasks = std::min(tasks, row_units);
+  return best;
+}
+
 // Boundaries (tasks + 1 entries) of rows in multiples of `block`.
 inline std::vector<int64_t> partition_rows(int64_t rows, int64_t tasks, int64_t block) {
   const int64_t blocks = (rows + block - 1) / block;
