@@ -155,6 +155,8 @@ EDGE_CASES = [
     dict(batch=1, cin=32, cout=32, k=(3, 3), hw=(28, 28), stride=(1, 1), pads=(1, 1, 1, 1)),
     # large K (spmm K blocking on the im2col matrix)
     dict(batch=1, cin=160, cout=20, k=(3, 3), hw=(8, 8), stride=(1, 1), pads=(1, 1, 1, 1)),
+    # 7x7 stride-2 stem, wide rows (the vectorised stride-2 im2col gather and its tail)
+    dict(batch=1, cin=3, cout=8, k=(7, 7), hw=(21, 93), stride=(2, 2), pads=(3, 3, 3, 3)),
 ]
 
 

@@ -120,6 +120,30 @@ def test_avgpool_random_vs_torch(rng):
         assert_close(got, ref, f"trial {trial}: {cfg} count_include_pad={include}")
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_wide_rows_vs_torch(rng, op):
+    # Rows wide enough for the vectorised whole-window loops (16-lane bodies and
+    # their tails) for each (stride, width) pair they are compiled for, and one
+    # they are not (4, 4); NaN inside the vector body must still win a max.
+    for k, s in [(2, 1), (3, 1), (5, 1), (2, 2), (3, 2), (3, 3), (4, 4)]:
+        for w, pad, ceil in [(111, 0, 1), (112, 1, 0), (67, k // 2, 1), (40, 0, 0)]:
+            x = randn(rng, 1, 3, 9, w)
+            if op == "MaxPool":
+                x[0, 1, 4, [w // 2, w // 2 + 3, 17]] = np.nan  # at every tap offset of some window
+            attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [pad] * 4,
+                                     "ceil_mode": ceil}
+            if op == "AveragePool":
+                attrs["count_include_pad"] = int(w % 2 == 0)
+                ref = F.avg_pool2d(t64(x), k, s, pad, ceil_mode=bool(ceil), count_include_pad=w % 2 == 0)
+            else:
+                ref = F.max_pool2d(t64(x), k, s, pad, ceil_mode=bool(ceil))
+            got = single_op_model(op, x.shape, attrs, threads=2).run(x)
+            if op == "MaxPool":
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(ref.numpy()), f"k={k} s={s} w={w}")
+                got, ref = np.nan_to_num(got), np.nan_to_num(ref.numpy())
+            assert_close(got, ref, f"{op} k={k} s={s} w={w} pad={pad} ceil={ceil}")
+
+
 def test_pool_ceil_mode_drops_window_starting_in_padding():
     # H = 5, k = 2, s = 2, pad 1: ceil gives 4 windows by the formula, but the
     # 4th would start at index 6 - 1 = 5 >= H + pad_top... torch keeps 3 (pad 1: 4? check below)

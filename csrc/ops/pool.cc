@@ -11,13 +11,18 @@
 // index along each axis are computed once per run, so the inner loops never
 // test bounds, and pooling is separable: per output (depth, row) the max (or
 // sum) over the depth and row taps is taken for the whole input row
-// (contiguous, vectorises), then over the column taps of each output. Work is
+// (contiguous, vectorises), then over the column taps of each output: one
+// fixed-stride loop for the outputs whose window lies inside the row (common
+// strides and widths are compiled as their own loops, so the taps unroll and
+// the strided loads vectorise), a general one at the padded edges. Work is
 // split over (n, c) planes. Attributes are bounded at load (window, stride,
 // pad and dilation <= 2^24), so no tap arithmetic can overflow.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
+#include "kernels/multiversion.h"
 #include "ops/op.h"
 
 namespace sparsert {
@@ -79,6 +84,65 @@ AxisTaps axis_taps(const PoolGeometry& g, int d, int64_t in, int64_t out) {
   return t;
 }
 
+// The row loops are multiversioned (kernels/multiversion.h).
+// PyTorch propagates NaN: a NaN tap wins, and nan_max keeps it. Written as
+// a bit select so that no compiler turns it into a branch: the scalar tails
+// of the row loops would mispredict on every other element of random data
+// (MaxPool over N(0, 1) ran 2x slower than over a smooth ramp).
+inline float nan_max(float m, float v) {
+  const uint32_t take = 0u - static_cast<uint32_t>((v > m) | (v != v));
+  uint32_t mb, vb;
+  std::memcpy(&mb, &m, 4);
+  std::memcpy(&vb, &v, 4);
+  const uint32_t r = (vb & take) | (mb & ~take);
+  float out;
+  std::memcpy(&out, &r, 4);
+  return out;
+}
+
+SPARSERT_MULTIVERSION void rows_max(float* acc, const float* row, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) acc[k] = nan_max(acc[k], row[k]);
+}
+
+SPARSERT_MULTIVERSION void rows_sum(float* acc, const float* row, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) acc[k] += row[k];
+}
+
+// y[j] = max (or sum / count) of v[S * j + c], c < K, for j < n.
+template <bool kMax, int S, int K>
+__attribute__((always_inline)) inline void row_window(const float* v, float* y, int64_t n, float count) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float* w = v + S * j;
+    float m = w[0];
+    for (int c = 1; c < K; ++c) m = kMax ? nan_max(m, w[c]) : m + w[c];
+    y[j] = kMax ? m : m / count;
+  }
+}
+
+// The whole-window outputs of one row for the common (stride, width) pairs,
+// each its own loop (the taps unroll, the strided loads vectorise); false for
+// any other pair.
+SPARSERT_MULTIVERSION bool row_windows(bool is_max, int64_t s, int64_t k, const float* v, float* y, int64_t n,
+                                     float count) {
+#define SPARSERT_POOL_CASE(S, K)                                                               \
+  if (s == S && k == K) {                                                                      \
+    if (is_max) {                                                                              \
+      row_window<true, S, K>(v, y, n, count);                                                  \
+    } else {                                                                                   \
+      row_window<false, S, K>(v, y, n, count);                                                 \
+    }                                                                                          \
+    return true;                                                                               \
+  }
+  SPARSERT_POOL_CASE(1, 2)
+  SPARSERT_POOL_CASE(1, 3)
+  SPARSERT_POOL_CASE(1, 5)
+  SPARSERT_POOL_CASE(2, 2)
+  SPARSERT_POOL_CASE(2, 3)
+  SPARSERT_POOL_CASE(3, 3)
+#undef SPARSERT_POOL_CASE
+  return false;
+}
+
 enum class PoolKind { kMax, kAvg };
 
 // The spatial dims of x in 3-D form.
@@ -117,14 +181,15 @@ class PoolOp final : public Op {
     for (int d = 0; d < 3; ++d) taps[d] = axis_taps(g_, d, in[d], out[d]);
     const float* x = inputs[0].f32();
     float* y = outputs[0].f32();
+    const Interior interior = interior_columns(taps[2], g_.kernel[2]);
     const int64_t window = g_.kernel[0] * g_.kernel[1] * g_.kernel[2];
     const int64_t per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out_plane * window));
     const int64_t tasks = (planes + per_task - 1) / per_task;
     ctx.parallel_for(tasks, [&](int64_t t) {
       const int64_t p1 = std::min(planes, (t + 1) * per_task);
-      std::vector<float> vrow(2 * static_cast<size_t>(in[2]));  // the row reduction, then its column maxima
+      std::vector<float> vrow(static_cast<size_t>(in[2]));  // the reduction of a window's rows
       for (int64_t p = t * per_task; p < p1; ++p)
-        pool_plane(x + p * in_plane, in, y + p * out_plane, out, taps, vrow.data());
+        pool_plane(x + p * in_plane, in, y + p * out_plane, out, taps, interior, vrow.data());
     });
   }
 
@@ -135,12 +200,22 @@ class PoolOp final : public Op {
   }
 
  private:
-  // PyTorch propagates NaN: a NaN tap wins, and nan_max keeps it.
-  // (bitwise |, no branch: the row loops vectorise)
-  static inline float nan_max(float m, float v) { return ((v > m) | (v != v)) ? v : m; }
+  // Output columns [begin, end) whose windows lie whole inside the input row.
+  struct Interior {
+    int64_t begin = 0, end = 0;
+  };
+
+  static Interior interior_columns(const AxisTaps& tw, int64_t kw) {
+    Interior r;
+    const int64_t n = static_cast<int64_t>(tw.start.size());
+    while (r.begin < n && !(tw.tap_begin[r.begin] == 0 && tw.tap_end[r.begin] == kw)) ++r.begin;
+    r.end = r.begin;
+    while (r.end < n && tw.tap_begin[r.end] == 0 && tw.tap_end[r.end] == kw) ++r.end;
+    return r;
+  }
 
   void pool_plane(const float* x, const int64_t in[3], float* y, const int64_t out[3], const AxisTaps taps[3],
-                  float* vrow) const {
+                  const Interior& interior, float* vrow) const {
     const int64_t dd = g_.dilations[0], dh = g_.dilations[1], dw = g_.dilations[2];
     const int64_t iw = in[2];
     const bool is_max = kind_ == PoolKind::kMax;
@@ -159,9 +234,9 @@ class PoolOp final : public Op {
               std::copy(row, row + iw, vrow);
               first = false;
             } else if (is_max) {
-              for (int64_t k = 0; k < iw; ++k) vrow[k] = nan_max(vrow[k], row[k]);
+              rows_max(vrow, row, iw);
             } else {
-              for (int64_t k = 0; k < iw; ++k) vrow[k] += row[k];
+              rows_sum(vrow, row, iw);
             }
           }
         }
@@ -169,25 +244,26 @@ class PoolOp final : public Op {
           std::fill(yrow, yrow + out[2], is_max ? neg_inf : 0.0f);
           continue;
         }
-        // Max: the maximum over the column taps of every window that lies inside
-        // the row, at stride 1 (contiguous, vectorises); outputs whose window is
-        // whole then just pick theirs. Windows cut by padding take the loop below.
-        const int64_t kw = g_.kernel[2], full = iw - g_.extent(2) + 1;
-        float* cm = vrow + iw;
-        if (is_max && kw > 1 && full > 0) {
-          std::copy(vrow, vrow + full, cm);
-          for (int64_t c = 1; c < kw; ++c) {
-            const float* src = vrow + c * dw;
-            for (int64_t k = 0; k < full; ++k) cm[k] = nan_max(cm[k], src[k]);
-          }
-        }
         const int64_t rows_in = (td.tap_end[od] - td.tap_begin[od]) * (th.tap_end[oh] - th.tap_begin[oh]);
         const int64_t rows_all = (td.window_end[od] - td.start[od]) * (th.window_end[oh] - th.start[oh]);
+        // Outputs [ja, jb) have whole windows inside the row: one fixed-stride
+        // pass (a kernel per common stride and width, so the compiler unrolls
+        // the taps and vectorises the strided loads); the rest, cut by padding,
+        // take the general loop.
+        int64_t ja = interior.begin, jb = interior.end;
+        const float count =
+            static_cast<float>(std::max<int64_t>((count_include_pad_ ? rows_all : rows_in) * g_.kernel[2], 1));
+        if (jb > ja && (g_.dilations[2] != 1 ||
+                        !row_windows(is_max, g_.strides[2], g_.kernel[2], vrow + tw.start[ja], yrow + ja, jb - ja,
+                                     count)))
+          ja = jb = 0;
         for (int64_t j = 0; j < out[2]; ++j) {
+          if (j == ja && jb > ja) {
+            j = jb - 1;
+            continue;
+          }
           const int64_t s0 = tw.start[j];
-          if (is_max && kw > 1 && full > 0 && tw.tap_begin[j] == 0 && tw.tap_end[j] == kw) {
-            yrow[j] = cm[s0];
-          } else if (is_max) {
+          if (is_max) {
             float m = neg_inf;
             for (int64_t c = tw.tap_begin[j]; c < tw.tap_end[j]; ++c) m = nan_max(m, vrow[s0 + c * dw]);
             yrow[j] = m;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/multiversion.h"
+
 namespace sparsert {
 namespace kernels {
 
@@ -116,6 +118,16 @@ void conv_pad_input_phases(const ConvGeometry& g, const float* x, int64_t c_begi
   }
 }
 
+namespace {
+
+// out[i] = src[2 * i]: the stride-2 im2col rows (ResNet's 7x7 stem, the
+// strided 3x3 layers), vectorised with permutes.
+SPARSERT_MULTIVERSION void gather_stride2(float* out, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = src[2 * i];
+}
+
+}  // namespace
+
 void conv_im2col(const ConvGeometry& g, const float* x, int64_t k_begin, int64_t k_end,
                  int64_t p_begin, int64_t p_end, float* col, int64_t ldcol) {
   const int64_t khw = g.kernel_h * g.kernel_w;
@@ -148,6 +160,8 @@ void conv_im2col(const ConvGeometry& g, const float* x, int64_t k_begin, int64_t
         std::fill(out + ow_begin, out + lo, 0.0f);
         if (g.stride_w == 1) {
           if (hi > lo) std::memcpy(out + lo, xrow + lo + shift, sizeof(float) * (hi - lo));
+        } else if (g.stride_w == 2) {
+          if (hi > lo) gather_stride2(out + lo, xrow + lo * 2 + shift, hi - lo);
         } else {
           for (int64_t ow = lo; ow < hi; ++ow) out[ow] = xrow[ow * g.stride_w + shift];
         }
