@@ -239,6 +239,22 @@ def test_concat_random(rng):
         assert_close(got, np.concatenate(parts, axis=axis).astype(np.float64), f"trial {trial} axis {axis}")
 
 
+@pytest.mark.parametrize("axis", [0, 1, 3])
+def test_concat_large_blocks_split_across_threads(rng, axis):
+    # blocks above 64 KiB are copied in pieces by both threads (odd byte counts, several blocks)
+    shapes = [(2, 3, 97, 131), (2, 5, 97, 131), (2, 1, 97, 131)]
+    if axis == 3:
+        shapes = [(1, 2, 97, 131 * 70), (1, 2, 97, 13)]
+    elif axis == 0:
+        shapes = [(1, 3, 97, 131), (2, 3, 97, 131)]
+    parts = [randn(rng, *s) for s in shapes]
+    b = sparsert.GraphBuilder("concat")
+    names = [b.input(f"x{i}", p.shape) for i, p in enumerate(parts)]
+    b.output(b.node("Concat", names, {"axis": axis}))
+    got = b.load(threads=2).run(parts)
+    np.testing.assert_array_equal(got, np.concatenate(parts, axis=axis))
+
+
 def test_split_random(rng):
     for trial in range(30):
         rank = int(rng.integers(1, 5))

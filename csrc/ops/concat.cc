@@ -11,11 +11,25 @@ namespace ops {
 namespace {
 
 // Copies `blocks` blocks of `count` bytes; block b goes from src + b*src_stride to
-// dst + b*dst_stride (strides in bytes). Split into tasks of about 64 KiB.
+// dst + b*dst_stride (strides in bytes). Split into tasks of about 64 KiB,
+// cutting a block into pieces when it is larger: a channel concat at batch 1
+// is one block per input, which one thread used to copy alone while the other
+// waited (and pulled from the other core's cache the half that core wrote:
+// SqueezeNet's concats ran 2.3x slower on 2 threads than on 1).
 void copy_blocks(const RunContext& ctx, const char* src, int64_t src_stride, char* dst,
                  int64_t dst_stride, int64_t blocks, int64_t count) {
   if (blocks == 0 || count == 0) return;
-  const int64_t per_task = std::max<int64_t>(1, 65536 / count);
+  constexpr int64_t kTaskBytes = 65536;
+  if (count > kTaskBytes) {
+    const int64_t pieces = (count + kTaskBytes - 1) / kTaskBytes;
+    ctx.parallel_for(blocks * pieces, [&](int64_t t) {
+      const int64_t b = t / pieces, piece = t % pieces;
+      const int64_t begin = count * piece / pieces, end = count * (piece + 1) / pieces;
+      std::memcpy(dst + b * dst_stride + begin, src + b * src_stride + begin, static_cast<size_t>(end - begin));
+    });
+    return;
+  }
+  const int64_t per_task = std::max<int64_t>(1, kTaskBytes / count);
   const int64_t tasks = (blocks + per_task - 1) / per_task;
   ctx.parallel_for(tasks, [&](int64_t t) {
     const int64_t b1 = std::min(blocks, (t + 1) * per_task);
