@@ -157,6 +157,10 @@ EDGE_CASES = [
     dict(batch=1, cin=160, cout=20, k=(3, 3), hw=(8, 8), stride=(1, 1), pads=(1, 1, 1, 1)),
     # 7x7 stride-2 stem, wide rows (the vectorised stride-2 im2col gather and its tail)
     dict(batch=1, cin=3, cout=8, k=(7, 7), hw=(21, 93), stride=(2, 2), pads=(3, 3, 3, 3)),
+    # DenseNet's 3x3 at 14x14 and 7x7 (whole-row im2col), stride 3 with pads wider than a row tap
+    dict(batch=1, cin=40, cout=12, k=(3, 3), hw=(14, 14), stride=(1, 1), pads=(1, 1, 1, 1)),
+    dict(batch=2, cin=9, cout=5, k=(3, 3), hw=(7, 7), stride=(1, 1), pads=(1, 1, 1, 1)),
+    dict(batch=1, cin=4, cout=6, k=(5, 4), hw=(11, 29), stride=(3, 3), pads=(2, 3, 1, 2)),
 ]
 
 
