@@ -5,7 +5,8 @@
 // gathers, pooling rows), where a kernel family of hand-written ISA files
 // would add nothing. Every variant computes the same values: the loops
 // neither reassociate nor contract floating-point operations (no -ffast-math,
-// and no a * b + c in them), so LoadOptions::isa need not reach them.
+// and no a * b + c in them for a compiler to fuse), so LoadOptions::isa need
+// not reach them.
 #pragma once
 
 #if defined(__x86_64__) && defined(__ELF__) && !defined(SPARSERT_NO_MULTIVERSION)

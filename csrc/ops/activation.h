@@ -46,6 +46,8 @@ bool activation_from_op(const NodeContext& ctx, Activation* out);
 bool fusable_activation(const format::Node& node, std::string* name, std::vector<double>* params);
 
 // In place on n contiguous floats.
+// y[i] += r[i] (a conv's fused residual), multiversioned like the activations.
+void add_inplace(float* y, const float* r, int64_t n);
 void apply_activation(const Activation& act, float* data, int64_t n);
 // out[i] = act(in[i])
 void apply_activation(const Activation& act, const float* in, float* out, int64_t n);
