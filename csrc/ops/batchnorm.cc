@@ -5,6 +5,7 @@
 // the data instead of two). Channel axis 1, any rank >= 2.
 #include <cmath>
 
+#include "kernels/multiversion.h"
 #include "ops/activation.h"
 #include "ops/op.h"
 #include "ops/partition.h"
@@ -12,6 +13,16 @@
 namespace sparsert {
 namespace ops {
 namespace {
+
+// y = x * a + b over one plane, multiversioned (kernels/multiversion.h); the
+// product is its own statement so that no compiler contracts it into an FMA
+// in one variant only.
+SPARSERT_MULTIVERSION void affine_row(const float* x, float* y, int64_t n, float a, float b) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float ax = x[i] * a;
+    y[i] = ax + b;
+  }
+}
 
 class BatchNormOp final : public Op {
  public:
@@ -41,7 +52,7 @@ class BatchNormOp final : public Op {
         const float a = a_[p % channels], b = b_[p % channels];
         const float* xp = x + p * inner;
         float* yp = y + p * inner;
-        for (int64_t i = 0; i < inner; ++i) yp[i] = xp[i] * a + b;
+        affine_row(xp, yp, inner, a, b);
         apply_activation(act_, yp, inner);
       }
     });

@@ -12,6 +12,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "kernels/multiversion.h"
 #include "ops/broadcast.h"
 #include "ops/op.h"
 
@@ -130,6 +131,35 @@ void inner_loop(const T* a, int64_t sa, const T* b, int64_t sb, R* out, int64_t 
   }
 }
 
+// float Add / Sub / Mul / Div, the arithmetic of residuals, scales and
+// attention masks, multiversioned (kernels/multiversion.h: the generic code
+// is compiled for the baseline ISA). One IEEE operation per element, so every
+// variant gives the same bits. False for other kinds (the template loop runs).
+SPARSERT_MULTIVERSION bool arith_f32(BinaryKind k, const float* a, int64_t sa, const float* b, int64_t sb,
+                                     float* out, int64_t n) {
+  if (sa != 1 && sb != 1) return false;
+  const float x = a[0], y = b[0];
+#define SPARSERT_ARITH(KIND, OP)                                          \
+  case BinaryKind::KIND:                                                  \
+    if (sa == 1 && sb == 1) {                                             \
+      for (int64_t i = 0; i < n; ++i) out[i] = a[i] OP b[i];              \
+    } else if (sa == 1) {                                                 \
+      for (int64_t i = 0; i < n; ++i) out[i] = a[i] OP y;                 \
+    } else {                                                              \
+      for (int64_t i = 0; i < n; ++i) out[i] = x OP b[i];                 \
+    }                                                                     \
+    return true;
+  switch (k) {
+    SPARSERT_ARITH(kAdd, +)
+    SPARSERT_ARITH(kSub, -)
+    SPARSERT_ARITH(kMul, *)
+    SPARSERT_ARITH(kDiv, /)
+    default:
+      return false;
+  }
+#undef SPARSERT_ARITH
+}
+
 class BinaryOp final : public Op {
  public:
   BinaryOp(BinaryKind kind, DType dtype) : kind_(kind), dtype_(dtype) {}
@@ -191,8 +221,14 @@ class BinaryOp final : public Op {
     const int64_t tasks = (outer + rows_per_task - 1) / rows_per_task;
     ctx.parallel_for(tasks, [&](int64_t t) {
       const int64_t row_end = std::min(outer, (t + 1) * rows_per_task);
-      for (int64_t row = t * rows_per_task; row < row_end; ++row)
-        inner_loop<K, T, R>(a + loop.offset(0, row), sa, b + loop.offset(1, row), sb, o + row * inner, inner);
+      for (int64_t row = t * rows_per_task; row < row_end; ++row) {
+        const T* ar = a + loop.offset(0, row);
+        const T* br = b + loop.offset(1, row);
+        if constexpr (std::is_same<T, float>::value && std::is_same<R, float>::value) {
+          if (arith_f32(K, ar, sa, br, sb, o + row * inner, inner)) continue;
+        }
+        inner_loop<K, T, R>(ar, sa, br, sb, o + row * inner, inner);
+      }
     });
   }
 
