@@ -1,6 +1,6 @@
 // AVX2 dense gemm: 6 x 16 microkernel (12 YMM accumulators), 6 x 8 for strips
 // of at most 8 columns, masked column tails, K blocks of 256; for weights
-// above 4 MB, column blocks of up to 64 (a 64 KB X buffer on the stack) and row
+// above 512 KB, column blocks of up to 64 (a 64 KB X buffer on the stack) and row
 // chunks of 120 (gemm_impl.h). GEMV (n == 1) streams the packed panels with
 // permuted broadcasts of x.
 #include <immintrin.h>

@@ -1,6 +1,6 @@
 // AVX-512 dense gemm: 8 x 32 microkernel (16 ZMM accumulators), 8 x 16 for
 // strips of at most 16 columns, masked column tails, K blocks of 256; for
-// weights above 4 MB, column blocks of up to 64 (a 64 KB X buffer on the stack)
+// weights above 512 KB, column blocks of up to 64 (a 64 KB X buffer on the stack)
 // and row chunks of 128 (gemm_impl.h). GEMV (n == 1) streams the packed panels
 // with YMM FMAs.
 #include <immintrin.h>

@@ -15,7 +15,10 @@
 // a stack buffer of kKc x kNcMax floats as strips of NR columns (the last strip
 // with as few vectors as it needs, zero-padded), so it sits in cache whatever
 // ldx is, and column tails need masks only when storing Y.
-// When the weights of the row range exceed kSmallW floats (4 MB: more than L2)
+// When the weights of the row range exceed kSmallW floats (512 KB, half of a
+// Zen 4 L2; it was 4 MB, and a thread's share of ResNet's 512 x 4608 weights
+// on 2 threads, 1.2 MB, was then read once per 32-column strip: the layer
+// gained 1.0-1.5x from the second thread, now 1.5-1.7x),
 // a column block holds up to kNcMax columns (balanced, so the last block is no
 // sliver), and each kKc x kMc chunk of W is read from memory once per column
 // block and reused from L2 by every strip: ResNet's 512 x 4608 weights at 7x7
@@ -252,7 +255,7 @@ void gemm_run_impl(const float* packed, int64_t rows, int64_t k_cols, int64_t ro
     }
     return;
   }
-  constexpr int64_t kSmallW = 1024 * 1024;
+  constexpr int64_t kSmallW = 128 * 1024;
   if ((row_end - row_begin) * k_cols <= kSmallW) {
     gemm_run_columns<Ops, kMr, kNvMax, kKc, kNvMax * Ops::kLanes, kMc, false>(
         packed, rows, k_cols, row_begin, row_end, x, ldx, n, bias, y, ldy);

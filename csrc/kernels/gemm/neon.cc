@@ -1,6 +1,6 @@
 // NEON dense gemm: 8 x 8 microkernel (16 Q accumulators) on aarch64, 4 x 8 on
 // armv7 (16 Q registers in all), 4-column strips for n <= 4, column tails
-// through a stack buffer, K blocks of 256; for weights above 4 MB, column
+// through a stack buffer, K blocks of 256; for weights above 512 KB, column
 // blocks of up to 32 (a 32 KB X buffer on the stack) and row chunks of 64
 // (gemm_impl.h). The row block must match SPARSERT_NEON_GEMM_MR in gemm.inc.
 #include <arm_neon.h>
