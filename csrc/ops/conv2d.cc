@@ -730,16 +730,17 @@ class Conv2dOp final : public Op {
     for (int64_t ty0 = 0; ty0 < p.tiles_h; ty0 += p.tile_rows) {
       const int64_t ty1 = std::min(p.tiles_h, ty0 + p.tile_rows);
       const int64_t nt = (ty1 - ty0) * p.tiles_w;
-      if (threads > 1 && ty1 - ty0 >= 2 && cin * cout < (cin + cout) * nt) {
+      const int64_t tile_tasks = std::min<int64_t>(ty1 - ty0, std::min<int64_t>(p.max_tasks, threads));
+      if (threads > 1 && tile_tasks >= 2 && tile_tasks * cin * cout < (cin + cout) * nt) {
         // Many tiles, few channels (ResNet's 64 -> 64 at 56x56, DenseNet's
         // 128 -> 32): each task takes whole tile rows through the input
         // transform, the 36 GEMMs and the output transform, so V and M never
         // cross cores; the channel / row splits below made every phase read
         // what the other core wrote (64 -> 64 at 56x56 ran 1.1x faster on 2
-        // threads). Each task reads all of U, which is why layers whose U
-        // outweighs V + M (cin * cout >= (cin + cout) * tiles) keep the split below.
+        // threads). Each task reads all of U (one task per thread, so U is
+        // read once per thread), which is why layers whose U, times the tasks,
+        // outweighs V + M keep the split below.
         const int64_t rows_blk = ty1 - ty0;
-        const int64_t tile_tasks = std::min<int64_t>(rows_blk, std::min<int64_t>(p.max_tasks, 2 * threads));
         ctx.parallel_for(tile_tasks, [&](int64_t t) {
           const int64_t a = ty0 + rows_blk * t / tile_tasks, b = ty0 + rows_blk * (t + 1) / tile_tasks;
           if (a == b) return;

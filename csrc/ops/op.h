@@ -208,6 +208,15 @@ class Op {
   // If output 0 is the bytes of input i unchanged (Reshape, Flatten), return i:
   // the planner may then alias them and skip run(). -1 otherwise.
   virtual int alias_of_input() const { return -1; }
+  // True when, for these shapes, input i is exactly the bytes
+  // [offsets[i], offsets[i] + its size) of output 0 (offsets in elements)
+  // and the op does nothing but copy them (Concat along an axis with only
+  // 1s before it): the planner may then have each input's producer write
+  // straight into the output and skip the op.
+  virtual bool inputs_are_slices(const std::vector<Shape>& inputs, const Shape& output,
+                                 std::vector<int64_t>* offsets) const {
+    return false;
+  }
   // True when the outputs depend only on input shapes, never on input values
   // (Shape): the planner always computes such ops while planning.
   virtual bool shape_only() const { return false; }

@@ -52,6 +52,11 @@ struct Plan {
   std::vector<const void*> known;    // per slot: values known while planning, or null
   std::vector<std::shared_ptr<void>> owned;  // memory behind plan-time values
   std::vector<bool> skip_node;       // aliased, or computed while planning
+  // per slot: the slot whose bytes contain it (a Concat output its producer
+  // writes into directly), or -1; byte offset inside that slot
+  std::vector<int> slice_parent;
+  std::vector<int64_t> slice_offset;
+  std::vector<bool> in_place_node;  // per node: a Concat skipped because its inputs are slices
   std::vector<int64_t> scratch_offset;
   std::vector<size_t> scratch_size;
   uint64_t arena_bytes = 0;

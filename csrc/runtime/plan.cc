@@ -63,6 +63,9 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
   plan->external_output.assign(n_slots, -1);
   plan->known.assign(n_slots, nullptr);
   plan->skip_node.assign(n_nodes, false);
+  plan->slice_parent.assign(n_slots, -1);
+  plan->slice_offset.assign(n_slots, 0);
+  plan->in_place_node.assign(n_nodes, false);
   plan->scratch_offset.assign(n_nodes, -1);
   plan->scratch_size.assign(n_nodes, 0);
 
@@ -165,19 +168,72 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
     }
   }
 
-  // liveness: last node reading each (root) slot; graph outputs live to the end
+  // Concat in place: when every input of a Concat is a contiguous slice of
+  // its output (batch 1 along the channels, DenseNet's and Inception's
+  // concats) and each is an intermediate written by exactly one node (not a
+  // graph input or output, constant, plan-time value, alias, or a slice of
+  // another Concat already), the producers write straight into the output
+  // and the Concat is skipped. Slices nest (DenseNet's running concat), so a
+  // slot's bytes are found by walking up to its top parent.
+  std::vector<int> producer(n_slots, -1);
+  for (size_t n = 0; n < n_nodes; ++n)
+    for (int s : node_outputs[n]) producer[s] = static_cast<int>(n);
+  std::vector<int64_t> element_offsets;
+  for (size_t n = 0; n < n_nodes; ++n) {
+    if (plan->skip_node[n] || node_outputs[n].size() != 1) continue;
+    const int out = node_outputs[n][0];
+    if (plan->external_output[out] >= 0 || plan->known[out] != nullptr || plan->alias_source[out] >= 0) continue;
+    std::vector<Shape> in_shapes;
+    bool eligible = !node_inputs[n].empty();
+    for (size_t i = 0; eligible && i < node_inputs[n].size(); ++i) {
+      const int s = node_inputs[n][i];
+      eligible = s >= 0 && slots[s].kind == SlotKind::kNodeOutput && producer[s] >= 0 &&
+                 (!plan->skip_node[producer[s]] || plan->in_place_node[producer[s]]) && plan->known[s] == nullptr && plan->alias_source[s] < 0 &&
+                 plan->external_output[s] < 0 && plan->slice_parent[s] < 0 && slots[s].dtype == slots[out].dtype;
+      for (size_t j = 0; eligible && j < i; ++j) eligible = node_inputs[n][j] != s;
+      if (eligible) in_shapes.push_back(plan->shapes[s]);
+    }
+    if (!eligible || !ops[n]->inputs_are_slices(in_shapes, plan->shapes[out], &element_offsets)) continue;
+    const int64_t esize = static_cast<int64_t>(dtype_size(slots[out].dtype));
+    for (size_t i = 0; i < node_inputs[n].size(); ++i) {
+      plan->slice_parent[node_inputs[n][i]] = out;
+      plan->slice_offset[node_inputs[n][i]] = element_offsets[i] * esize;
+    }
+    plan->skip_node[n] = true;
+    plan->in_place_node[n] = true;
+  }
+  // the slot whose arena block holds s, and s's byte offset in it
+  auto top = [&](int s) {
+    while (plan->slice_parent[s] >= 0) s = plan->slice_parent[s];
+    return s;
+  };
+  auto offset_in_top = [&](int s) {
+    int64_t at = 0;
+    for (; plan->slice_parent[s] >= 0; s = plan->slice_parent[s]) at += plan->slice_offset[s];
+    return at;
+  };
+
+  // liveness: last node reading each (root) slot; graph outputs live to the
+  // end; a Concat output written in place lives as long as any of its slices
   std::vector<int64_t> last_use(n_slots, -1);
   auto root = [&](int s) { return plan->alias_source[s] >= 0 ? plan->alias_source[s] : s; };
   for (size_t n = 0; n < n_nodes; ++n)
     for (int s : node_inputs[n])
       if (s >= 0) last_use[root(s)] = std::max<int64_t>(last_use[root(s)], static_cast<int64_t>(n));
   for (int s : output_slots) last_use[root(s)] = static_cast<int64_t>(n_nodes);
+  for (size_t s = 0; s < n_slots; ++s) {
+    if (plan->slice_parent[s] < 0) continue;
+    const int t = top(static_cast<int>(s));
+    last_use[t] = std::max(last_use[t], last_use[s]);
+  }
 
   runtime::ArenaPlanner arena;
   for (size_t n = 0; n < n_nodes; ++n) {
     for (int s : node_outputs[n]) {
       if (plan->alias_source[s] >= 0 || plan->external_output[s] >= 0 || plan->known[s] != nullptr) continue;
-      plan->offsets[s] = arena.allocate(bytes[s]);
+      const int t = top(s);
+      if (plan->offsets[t] < 0) plan->offsets[t] = arena.allocate(bytes[t]);  // the first slice made allocates
+      if (t != s) plan->offsets[s] = plan->offsets[t] + offset_in_top(s);
     }
     if (plan->scratch_size[n] > 0 && !plan->skip_node[n]) {
       plan->scratch_offset[n] = arena.allocate(plan->scratch_size[n]);
@@ -186,6 +242,7 @@ std::shared_ptr<Plan> Model::Impl::make_plan(const std::vector<Shape>& input_sha
     // free what dies here (its last reader was this node, or nobody reads it)
     auto maybe_free = [&](int s) {
       if (s < 0 || slots[s].kind != SlotKind::kNodeOutput) return;
+      s = top(s);
       if (plan->alias_source[s] >= 0 || plan->offsets[s] < 0) return;
       if (last_use[s] <= static_cast<int64_t>(n)) {
         arena.release(plan->offsets[s], bytes[s]);

@@ -71,7 +71,9 @@ std::vector<NodeInfo> Model::summary(const std::vector<std::vector<int64_t>>& in
     impl_->ops[n]->describe(ins, outs, &info);
     if (plan->skip_node[n]) {
       const int out = impl_->node_outputs[n].empty() ? -1 : impl_->node_outputs[n][0];
-      info.kernel = out >= 0 && plan->known[out] != nullptr ? "computed while planning" : "alias (no copy)";
+      info.kernel = out >= 0 && plan->known[out] != nullptr ? "computed while planning"
+                    : plan->in_place_node[n]                  ? "in place (inputs written into it)"
+                                                              : "alias (no copy)";
     }
     if (!node_ms.empty()) info.time_ms = plan->skip_node[n] ? 0.0 : node_ms[n];
     rows.push_back(std::move(info));
