@@ -54,7 +54,8 @@ def test_densenet_style_nested_concats() -> None:
             ref = relu(xv)
             for w in ws:
                 ref = np.concatenate([ref, conv1x1(relu(ref), w)], axis=1)
-            np.testing.assert_allclose(m.run(xv), relu(ref), rtol=1e-5, atol=1e-5, err_msg=f"n={n} t={threads}")
+            np.testing.assert_allclose(m.run(xv), relu(ref), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"n={n} t={threads}")
         k = kernels(m, (1, c0, 6, 7))
         assert all(k[f"cat{i}"].startswith("in place") for i in range(layers)), k
         k3 = kernels(m, (3, c0, 6, 7))

@@ -214,7 +214,8 @@ def winograd_cases(rng: np.random.Generator, count: int) -> list[dict[str, Any]]
 @pytest.mark.parametrize("cout,cin,hw", [(24, 144, (56, 56)), (960, 160, (7, 7)), (20, 36, (3, 50)),
                                          (3, 8, (1, 17))])
 @pytest.mark.parametrize("storage", ["dense", "csr"])
-def test_conv1x1_threads_split_rows_or_columns(cout: int, cin: int, hw: tuple[int, int], storage: str) -> None:
+def test_conv1x1_threads_split_rows_or_columns(cout: int, cin: int, hw: tuple[int, int],
+                                               storage: str) -> None:
     # 2 threads split a 1x1 conv by output columns when the input is the larger
     # operand (MobileNet's projections) and by rows when the weight is: both
     # splits, and the column tails, against PyTorch.
