@@ -149,10 +149,12 @@ def fine_tune(
 
 
 def train_epochs(opt: torch.optim.Optimizer, batches: Iterable[Any], batch_loss: Callable[[Any], torch.Tensor],
-                 epochs: int, desc: str, progress: bool, empty: str) -> list[float]:
+                 epochs: int, desc: str, progress: bool, empty: str,
+                 after_step: Callable[[], Any] | None = None) -> list[float]:
     """The loop fine_tune and distill share: per batch, zero the gradients, back-propagate
-    ``batch_loss(batch)`` and step (sparsert masks re-apply after every step); returns each
-    epoch's mean loss, and raises ValueError(``empty``) when an epoch sees no batch."""
+    ``batch_loss(batch)`` and step (sparsert masks re-apply after every step), then call
+    ``after_step`` (a learning-rate schedule); returns each epoch's mean loss, and raises
+    ValueError(``empty``) when an epoch sees no batch."""
     losses = []
     for epoch in range(epochs):
         total, count = 0.0, 0
@@ -162,6 +164,8 @@ def train_epochs(opt: torch.optim.Optimizer, batches: Iterable[Any], batch_loss:
             loss = batch_loss(batch)
             loss.backward()
             opt.step()
+            if after_step is not None:
+                after_step()
             total += float(loss.detach())
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
