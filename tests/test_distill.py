@@ -140,6 +140,22 @@ def test_lr_final_decays_linearly_and_needs_a_length(seed):
         sp.distill(student, teacher, data, lr=1e-3, lr_final=2e-3, progress=False)
 
 
+def test_train_mode_false_trains_without_dropout(seed):
+    torch.manual_seed(seed)
+    teacher = nn.Sequential(nn.Linear(16, 32), nn.Dropout(0.5), nn.Linear(32, 8)).eval()
+    data = [torch.randn(64, 16) for _ in range(2)]
+    losses = {}
+    for train_mode in (True, False):
+        student = nn.Sequential(nn.Linear(16, 32), nn.Dropout(0.5), nn.Linear(32, 8))
+        student.load_state_dict(teacher.state_dict())
+        losses[train_mode] = sp.distill(student, teacher, data, loss="mse", lr=1e-12, train_mode=train_mode,
+                                        seed=seed, progress=False)[0]
+        assert not student.training  # left in eval mode either way
+    print("losses", losses)
+    assert losses[False] == pytest.approx(0.0, abs=1e-10)  # an identical student matches exactly
+    assert losses[True] > 1e-3  # dropout on: it does not
+
+
 def test_distillation_fine_tune_takes_the_steps_slice_of_a_corpus(seed):
     teacher, student, data = _pair(seed)
     asked = []

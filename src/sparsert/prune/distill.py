@@ -100,6 +100,7 @@ def distill(
     layers: Sequence[str] = (),
     layer_weight: float = 1.0,
     lr_final: float | None = None,
+    train_mode: bool = True,
 ) -> list[float]:
     """Trains ``student`` (AdamW) to reproduce ``teacher`` (frozen, eval mode, no gradients) on
     ``batches`` (an iterable of model inputs, re-iterated each epoch); returns each epoch's mean
@@ -114,7 +115,12 @@ def distill(
     teacher must have the same layer shapes (pruning by masks keeps them).
 
     ``lr_final``: the learning rate falls linearly from ``lr`` to ``lr_final`` over the call
-    (``batches`` must then have a length); ``None`` keeps it constant."""
+    (``batches`` must then have a length); ``None`` keeps it constant.
+
+    ``train_mode=False`` runs the student in eval mode while it learns: no dropout (BatchNorm on
+    its running statistics). Matching a teacher is a regression on little data, where dropout
+    mostly adds noise: all-MiniLM-L6-v2 pruned to 50%, 60 batches of 32 sentences, held-out
+    cosine 0.927 with dropout, 0.938 without."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -141,7 +147,7 @@ def distill(
         p.requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    student.train()
+    student.train(bool(train_mode))
 
     def batch_loss(batch: Any) -> torch.Tensor:
         with torch.no_grad(), _capture(teacher, layers) as t_layers:
