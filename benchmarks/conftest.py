@@ -109,6 +109,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["sparsert"] = {
         "version": sparsert.__version__,
         "cpu_features": sparsert.cpu_features(),
+        "cache_sizes": sparsert.cache_sizes(),
         "isa_cap": os.environ.get("SPARSERT_ISA", ""),
     }
     machine_info["platform_machine"] = platform.machine()

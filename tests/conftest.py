@@ -4,10 +4,16 @@ failure can be replayed with SPARSERT_TEST_SEED=<seed>."""
 from __future__ import annotations
 
 import os
+import tempfile
 import zlib
 
 import numpy as np
 import pytest
+
+# load(tune=True) keeps its measured choices in a cache file; tests use their own (one per run, so
+# no test sees choices from another run or writes into the user's cache).
+_TUNE_CACHE_DIR = tempfile.TemporaryDirectory(prefix="sparsert-tune-")
+os.environ["SPARSERT_TUNE_CACHE"] = os.path.join(_TUNE_CACHE_DIR.name, "tune-v1.tsv")
 
 
 def _base_seed() -> int:

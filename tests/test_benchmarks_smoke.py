@@ -130,6 +130,7 @@ def test_quick_run_records_everything_report_needs(quick_run: tuple[Path, dict])
     _, data = quick_run
     machine = data["machine_info"]
     assert machine["sparsert"]["cpu_features"] == sparsert.cpu_features()
+    assert machine["sparsert"]["cache_sizes"] == sparsert.cache_sizes()
     assert machine["benchmark_mode"] == "quick"
     assert "openblas_env" in machine and "threadpoolctl" in machine and "libraries" in machine
     names = {b["name"] for b in data["benchmarks"]}

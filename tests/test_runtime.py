@@ -3,6 +3,7 @@ input checking, file/bytes loading, summary, concurrency."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -337,3 +338,18 @@ def test_per_layer_kernel_choice(rng, tune):
             assert "gemm" in rows[0]["kernel"] and "densified" in rows[0]["kernel"]
             assert "spmm" in rows[1]["kernel"] and "sparse copy" in rows[1]["kernel"]
             assert rows[1]["flops"] == 2 * np.count_nonzero(mostly_zero) * batch
+
+
+def test_cache_sizes_are_read_at_run_time():
+    """The kernels' block sizes come from the cache sizes of the CPU they run on; the report
+    says where they came from (defaults only when the system does not say)."""
+    c = sparsert.cache_sizes()
+    assert set(c) == {"l1d", "l2", "l3", "source"}
+    assert c["source"] in ("sysconf", "sysfs", "default")
+    assert all(isinstance(c[k], int) and 1024 <= c[k] <= 4 << 30 for k in ("l1d", "l2", "l3"))
+    if c["source"] == "default":
+        assert (c["l1d"], c["l2"], c["l3"]) == (32 << 10, 1 << 20, 32 << 20)
+    import platform
+
+    if platform.system() == "Linux" and os.path.exists("/sys/devices/system/cpu/cpu0/cache/index0/size"):
+        assert c["source"] in ("sysconf", "sysfs")  # Linux with sysfs always reports them

@@ -8,6 +8,7 @@
 // be the copy the linker keeps, and would then run AVX-512 code on a CPU
 // without it. That is why the gemm kernels take raw pointers and the wrappers
 // that unpack PackedGemmWeights live here, in generic code.
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -201,6 +202,53 @@ bool isa_supported(Isa isa) {
       return cpu().neon;
   }
   return false;
+}
+
+// A short text naming the CPU model ("AuthenticAMD 25/17/1", "arm 0x41/0xd08/r0p3"), for
+// keys of measured choices that hold for one CPU model only; "unknown" when
+// the CPU does not say.
+std::string cpu_signature() {
+#if defined(SPARSERT_X86)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return "unknown";
+  char vendor[13];
+  std::memcpy(vendor, &ebx, 4);
+  std::memcpy(vendor + 4, &edx, 4);
+  std::memcpy(vendor + 8, &ecx, 4);
+  vendor[12] = '\0';
+  for (char& c : vendor)
+    if (c != '\0' && (c < '!' || c > '~')) c = '?';
+  __cpuid(1, eax, ebx, ecx, edx);
+  const unsigned base_family = (eax >> 8) & 0xf, base_model = (eax >> 4) & 0xf;
+  const unsigned family = base_family == 0xf ? base_family + ((eax >> 20) & 0xff) : base_family;
+  const unsigned model = base_family == 0x6 || base_family == 0xf ? (((eax >> 16) & 0xf) << 4) | base_model : base_model;
+  return std::string(vendor) + " " + std::to_string(family) + "/" + std::to_string(model) + "/" +
+         std::to_string(eax & 0xf);
+#elif defined(__linux__) && (defined(__aarch64__) || defined(__arm__))
+  // /proc/cpuinfo's first "CPU implementer" / "CPU part" / "CPU revision" lines (bounded read).
+  std::string implementer, part, revision;
+  if (FILE* f = std::fopen("/proc/cpuinfo", "r")) {
+    char line[256];
+    for (int i = 0; i < 4096 && std::fgets(line, sizeof line, f) != nullptr; ++i) {
+      std::string l(line);
+      const size_t colon = l.find(':');
+      if (colon == std::string::npos) continue;
+      std::string value = l.substr(colon + 1);
+      while (!value.empty() && (value.back() == '\n' || value.back() == ' ')) value.pop_back();
+      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+      if (value.size() > 16) value.resize(16);
+      if (implementer.empty() && l.rfind("CPU implementer", 0) == 0) implementer = value;
+      if (part.empty() && l.rfind("CPU part", 0) == 0) part = value;
+      if (revision.empty() && l.rfind("CPU revision", 0) == 0) revision = value;
+      if (!implementer.empty() && !part.empty() && !revision.empty()) break;
+    }
+    std::fclose(f);
+  }
+  if (implementer.empty() && part.empty()) return "unknown";
+  return "arm " + implementer + "/" + part + "/r" + revision;
+#else
+  return "unknown";
+#endif
 }
 
 Isa best_isa() {

@@ -24,6 +24,9 @@ enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512", "neon"
 // True if the kernels for `isa` were compiled into this build and this CPU runs them.
 bool isa_supported(Isa isa);
+// The CPU model as text ("AuthenticAMD 25/17/1", "arm 0x41/0xd08/r3"), or
+// "unknown": part of the keys of choices measured on this machine.
+std::string cpu_signature();
 // The best supported ISA, detected once per process. A model may be capped
 // lower with LoadOptions::isa (isa_from_name).
 Isa best_isa();
@@ -44,6 +47,41 @@ const Kernel& pick_kernel(const std::vector<Kernel>& list, Isa cap) {
   }
   return *chosen;
 }
+
+// Data cache sizes of the CPU this process runs on, read once at run time:
+// sysconf (glibc reads CPUID or the kernel's tables), else Linux sysfs
+// (/sys/devices/system/cpu/cpu0/cache), else the defaults below for any
+// level the system does not report (qemu, containers without sysfs, other
+// OSes). Kernels size their blocks from these, not from one machine's constants.
+struct CacheSizes {
+  static constexpr int64_t kDefaultL1d = 32 * 1024;
+  static constexpr int64_t kDefaultL2 = 1024 * 1024;
+  static constexpr int64_t kDefaultL3 = 32 * 1024 * 1024;
+  int64_t l1d = kDefaultL1d;
+  int64_t l2 = kDefaultL2;
+  int64_t l3 = kDefaultL3;  // last level; the L2 size when there is no L3
+  const char* source = "default";  // "sysconf", "sysfs" or "default" (first level found)
+};
+const CacheSizes& cache_sizes();
+// A sysfs cache size ("48K", "1024K", "32M", "65536"): bytes, or 0 when it
+// does not parse or is outside [1 KiB, 4 GiB].
+int64_t parse_cache_size(const std::string& text);
+// spmm block sizes from the cache sizes (spmm_impl.h says what each is for):
+// the X panel copied per K block: twice L1d (a block and its Y rows stream
+// through L1 and L2), in [16, 64] KiB; X panels read in place: half of L1d, in
+// [8, 32] KiB; in-place K blocks kept in L2: 3/8 of L2, in [128 KiB, 1 MiB];
+// the 4x1 block kernel's packed X block: 3/4 of L1d, in [12, 48] KiB.
+struct SpmmBlocking {
+  int64_t pack_bytes;
+  int64_t block4_pack_bytes;
+  int64_t direct_panel_bytes;
+  int64_t l2_panel_bytes;
+};
+SpmmBlocking spmm_blocking_for(const CacheSizes& caches);
+const SpmmBlocking& spmm_blocking();  // for cache_sizes(), computed once
+// Tests only: the spmm kernels use `blocking` instead (nullptr: the detected
+// sizes again). Not to be called while a kernel runs.
+void set_spmm_blocking_for_testing(const SpmmBlocking* blocking);
 
 // 64-byte aligned, zero-initialised float storage.
 class AlignedFloats {

@@ -99,6 +99,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <sstream>
 
 #include "kernels/conv/conv.h"
 #include "kernels/kernels.h"
@@ -108,6 +109,7 @@
 #include "ops/broadcast.h"
 #include "ops/layer_weights.h"
 #include "ops/partition.h"
+#include "ops/tune_cache.h"
 
 namespace sparsert {
 namespace ops {
@@ -245,6 +247,31 @@ class Conv2dOp final : public Op {
     // a dense copy that only tuning asked for is skipped when over the expand budget
     const bool dense_optional = want_sparse && cost_density_ <= kKeepDenseAbove && kernel_choice_ == KernelChoice::kAuto;
     if (want_dense) weights_.ensure_dense(attrs_.groups, dense_optional);
+    if (tune_ && ctx.config().tune_cache != nullptr) {
+      tune_cache_ = ctx.config().tune_cache;
+      std::ostringstream s;
+      s << ctx.config().tune_machine << "|conv " << cout_ << "x" << cin_group_ << "x" << kernel_h_ << "x" << kernel_w_
+        << " nnz " << stored_nnz_ << " pattern " << std::hex
+        << (weights_.has_csr() ? TuneCache::pattern_hash(weights_.csr()) : 0) << std::dec << " blocks "
+        << (weights_.has_csr() ? weights_.csr().block_count : 0) << " stride " << attrs_.stride_h << ","
+        << attrs_.stride_w << " pads " << attrs_.pad_top << "," << attrs_.pad_left << "," << attrs_.pad_bottom << ","
+        << attrs_.pad_right << " dilation " << attrs_.dilation_h << "," << attrs_.dilation_w << " groups "
+        << attrs_.groups;
+      tune_id_ = s.str();
+    }
+  }
+
+  // tune: the cached choice `what` for input shape `x` when the cache has it,
+  // else measure() (recorded in the cache).
+  template <class F>
+  bool cached_choice(const char* what, const Shape& x, F&& measure) const {
+    if (tune_cache_ == nullptr) return measure();
+    const std::string key = tune_id_ + " input " + shape_string(x) + " " + what;
+    const int cached = tune_cache_->lookup(key);
+    if (cached >= 0) return cached == 1;
+    const bool choice = measure();
+    tune_cache_->record(key, choice);
+    return choice;
   }
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
@@ -395,11 +422,13 @@ class Conv2dOp final : public Op {
     }
     bool wins = false;
     if (ensure_winograd()) {
-      std::vector<Shape> shapes = {key};
-      for (size_t i = 1; i < inputs.size(); ++i) shapes.push_back(i == 3 ? Shape{1} : inputs[i]);
-      ConvPlan wino = make_plan(shapes, 1, KernelChoice::kDense, DenseChoice::kWinograd);
-      ConvPlan im2col = make_plan(shapes, 1, KernelChoice::kDense, DenseChoice::kIm2col);
-      wins = time_plan(wino, key) < time_plan(im2col, key);
+      wins = cached_choice("winograd", key, [&] {
+        std::vector<Shape> shapes = {key};
+        for (size_t i = 1; i < inputs.size(); ++i) shapes.push_back(i == 3 ? Shape{1} : inputs[i]);
+        ConvPlan wino = make_plan(shapes, 1, KernelChoice::kDense, DenseChoice::kWinograd);
+        ConvPlan im2col = make_plan(shapes, 1, KernelChoice::kDense, DenseChoice::kIm2col);
+        return time_plan(wino, key) < time_plan(im2col, key);
+      });
     }
     std::lock_guard<std::mutex> lock(winograd_tuned_mutex_);
     return winograd_tuned_.emplace(key, wins).first->second;
@@ -526,7 +555,8 @@ class Conv2dOp final : public Op {
           Shape key = xs;  // timed at batch 1, so one entry serves every batch size
           key[0] = 1;
           auto it = tuned_.find(key);
-          if (it == tuned_.end()) it = tuned_.emplace(key, sparse_wins(inputs)).first;
+          if (it == tuned_.end())
+            it = tuned_.emplace(key, cached_choice("sparse", key, [&] { return sparse_wins(inputs); })).first;
           p.sparse = it->second;
         }
       }
@@ -903,6 +933,9 @@ class Conv2dOp final : public Op {
   mutable std::map<Shape, bool> winograd_tuned_;
   mutable std::mutex tuned_mutex_;
   mutable std::map<Shape, bool> tuned_;  // input shape -> sparse wins (tune only)
+  // tune's on-disk cache (null: none) and this layer's part of its keys.
+  std::shared_ptr<TuneCache> tune_cache_;
+  std::string tune_id_;
   const kernels::ConvKernel* conv_ = nullptr;
   kernels::AlignedFloats dense_;  // depthwise filters
 };

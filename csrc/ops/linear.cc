@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstring>
 #include <random>
+#include <sstream>
 
 #include <unistd.h>
 
@@ -31,6 +32,7 @@
 #include "ops/op.h"
 #include "ops/partition.h"
 #include "ops/transpose_block.h"
+#include "ops/tune_cache.h"
 
 namespace sparsert {
 namespace ops {
@@ -98,8 +100,16 @@ class LinearOp final : public Op {
     if (forced != LoadConfig::LayerKernel::kAuto) {
       sparse_batch1_ = sparse_batched_ = forced == LoadConfig::LayerKernel::kSparse;
     } else if (tune && weights_.has_csr() && weights_.has_dense()) {
-      sparse_batch1_ = time_sparse_vs_dense(1);
-      sparse_batched_ = time_sparse_vs_dense(kTuneBatch);
+      std::string key;
+      if (ctx.config().tune_cache != nullptr) {
+        const kernels::CsrMatrix& m = weights_.csr();
+        std::ostringstream s;
+        s << ctx.config().tune_machine << "|linear " << rows_ << "x" << cols_ << " nnz " << weights_.nnz()
+          << " pattern " << std::hex << TuneCache::pattern_hash(m) << std::dec << " blocks " << m.block_count;
+        key = s.str();
+      }
+      sparse_batch1_ = tuned_choice(ctx.config().tune_cache.get(), key, 1);
+      sparse_batched_ = tuned_choice(ctx.config().tune_cache.get(), key, kTuneBatch);
       // drop the representation no regime uses
       if (!sparse_batch1_ && !sparse_batched_) {
         weights_.drop_csr();
@@ -164,6 +174,17 @@ class LinearOp final : public Op {
     return b;
   }
   bool use_sparse(int64_t batch) const { return batch <= 1 ? sparse_batch1_ : sparse_batched_; }
+
+  // The cached choice for `batch` when the cache has one, else timed (and recorded).
+  bool tuned_choice(TuneCache* cache, const std::string& key, int64_t batch) const {
+    if (cache == nullptr) return time_sparse_vs_dense(batch);
+    const std::string k = key + " batch " + std::to_string(batch);
+    const int cached = cache->lookup(k);
+    if (cached >= 0) return cached == 1;
+    const bool sparse = time_sparse_vs_dense(batch);
+    cache->record(k, sparse);
+    return sparse;
+  }
 
   // Times both kernels (single thread) on a random batch; true if sparse wins.
   bool time_sparse_vs_dense(int64_t batch) const {

@@ -38,6 +38,8 @@
 namespace sparsert {
 namespace ops {
 
+class TuneCache;  // ops/tune_cache.h
+
 using Shape = std::vector<int64_t>;
 
 int64_t shape_elements(const Shape& shape);    // product; 1 for rank 0
@@ -63,6 +65,10 @@ struct LoadConfig {
   std::shared_ptr<std::vector<std::string>> notes = std::make_shared<std::vector<std::string>>();
   void note(std::string message) const { notes->push_back(std::move(message)); }
   bool tune = false;
+  // With tune: the on-disk cache of measured choices (null: none) and the
+  // machine part of its keys.
+  std::shared_ptr<TuneCache> tune_cache;
+  std::string tune_machine;
   kernels::Isa isa = kernels::Isa::kScalar;
   enum class LayerKernel { kAuto, kSparse, kDense } layer_kernel = LayerKernel::kAuto;
   enum class ConvSparsePath { kAuto, kDirect, kIm2col } conv_sparse_path = ConvSparsePath::kAuto;

@@ -153,6 +153,7 @@ sparsert::LoadOptions options_from(const py::dict& d) {
     else if (key == "conv_sparse_path") o.conv_sparse_path = v.cast<std::string>();
     else if (key == "conv_dense_path") o.conv_dense_path = v.cast<std::string>();
     else if (key == "max_cached_plans") o.max_cached_plans = v.cast<int>();
+    else if (key == "tune_cache") o.tune_cache = v.cast<std::string>();
     else throw py::value_error("unknown load option '" + key + "'");
   }
   return o;
@@ -279,6 +280,15 @@ PYBIND11_MODULE(_core, m) {
   m.attr("max_threads") = sparsert::kMaxThreads;
   m.def("version", &sparsert::version);
   m.def("cpu_features", &sparsert::cpu_features);
+  m.def("cache_sizes", [] {
+    const sparsert::CacheSizes c = sparsert::cache_sizes();
+    py::dict d;
+    d["l1d"] = c.l1d;
+    d["l2"] = c.l2;
+    d["l3"] = c.l3;
+    d["source"] = c.source;
+    return d;
+  });
   m.def("supported_isas", &sparsert::supported_isas);
   m.def("supported_ops", &sparsert::supported_ops);
   m.def("pass_names", &sparsert::pass_names);

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <iterator>
 #include <list>
@@ -30,6 +31,7 @@
 #include "format/spr_format.h"
 #include "kernels/kernels.h"
 #include "ops/op.h"
+#include "ops/tune_cache.h"
 #include "runtime/memory.h"
 #include "runtime/model_impl.h"
 #include "runtime/passes.h"
@@ -60,6 +62,16 @@ std::string cpu_features() {
   return arch + " " + kernels::isa_name(isa);
 }
 
+CacheSizes cache_sizes() {
+  const kernels::CacheSizes& c = kernels::cache_sizes();
+  CacheSizes out;
+  out.l1d = c.l1d;
+  out.l2 = c.l2;
+  out.l3 = c.l3;
+  out.source = c.source;
+  return out;
+}
+
 std::vector<std::string> supported_isas() {
   std::vector<std::string> out;
   for (kernels::Isa isa : {kernels::Isa::kScalar, kernels::Isa::kNeon, kernels::Isa::kAvx2, kernels::Isa::kAvx512})
@@ -79,6 +91,13 @@ ops::LoadConfig make_config(const LoadOptions& options) {
   ops::LoadConfig c;
   c.tune = options.tune;
   c.isa = kernels::isa_from_name(options.isa);
+  if (options.tune && options.tune_cache != "off") {
+    const std::string path = options.tune_cache.empty() ? ops::TuneCache::default_path() : options.tune_cache;
+    if (!path.empty()) {
+      c.tune_cache = std::make_shared<ops::TuneCache>(path);
+      c.tune_machine = ops::TuneCache::machine_key(c.isa);
+    }
+  }
   if (options.layer_kernel == "auto") {
     c.layer_kernel = ops::LoadConfig::LayerKernel::kAuto;
   } else if (options.layer_kernel == "sparse") {
@@ -114,6 +133,16 @@ ops::LoadConfig make_config(const LoadOptions& options) {
 
 }  // namespace
 
+
+std::string Model::Impl::save_tune_cache(bool at_run_time) const {
+  if (tune_cache == nullptr) return "";
+  const std::string problem = tune_cache->save();
+  if (!problem.empty() && at_run_time) {
+    static std::once_flag warned;
+    std::call_once(warned, [&] { std::fprintf(stderr, "sparsert: tune cache not saved: %s\n", problem.c_str()); });
+  }
+  return problem;
+}
 
 void Model::Impl::build(const LoadOptions& options) {
   if (options.threads < 0 || options.threads > kMaxThreads)
@@ -228,6 +257,13 @@ void Model::Impl::build(const LoadOptions& options) {
     log.push_back("threads: " + std::to_string(options.threads) + " requested, " + std::to_string(cores) +
                   " used (the cores this process may run on; more would oversubscribe them)");
   runtime::ThreadPool::global().reserve(threads);
+  tune_cache = config.tune_cache;
+  if (tune_cache != nullptr) {
+    log.push_back("tune: " + std::to_string(tune_cache->hits()) + " choices reused and " +
+                  std::to_string(tune_cache->recorded()) + " timed (cache " + tune_cache->path() + ")");
+    const std::string problem = save_tune_cache(false);
+    if (!problem.empty()) log.push_back("tune: cache not saved (the next load times again): " + problem);
+  }
 
   // Plan once for the declared shapes: a graph whose shapes do not fit together is
   // refused at load rather than at the first run. Dynamic dims (-1) are tried at

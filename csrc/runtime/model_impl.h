@@ -93,6 +93,12 @@ struct Model::Impl {
   std::string isa;
   std::vector<std::string> log;
   size_t max_plans = 8;
+  // LoadOptions::tune's on-disk cache (null without tune or with "off"):
+  // saved after the load and after a plan whose ops timed something new.
+  std::shared_ptr<ops::TuneCache> tune_cache;
+  // "" or why the file could not be written (once per process also on stderr
+  // when it happens at run time: not fatal, the next load times again).
+  std::string save_tune_cache(bool at_run_time) const;
 
   mutable std::mutex plans_mutex;
   mutable std::list<std::shared_ptr<Plan>> plans;  // most recent first

@@ -40,6 +40,7 @@ std::shared_ptr<Plan> Model::Impl::get_plan(const std::vector<Shape>& input_shap
     }
   }
   auto plan = make_plan(input_shapes);
+  save_tune_cache(true);  // ops with tune may have timed kernels for these shapes
   std::lock_guard<std::mutex> lock(plans_mutex);
   plans.push_front(plan);
   while (plans.size() > max_plans) {

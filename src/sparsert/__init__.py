@@ -37,6 +37,7 @@ __all__ = [
     "UnsupportedError",
     "__version__",
     "activations",
+    "cache_sizes",
     "convert",
     "cpu_features",
     "default_threads",
@@ -57,6 +58,13 @@ def _native_core() -> Any:
 def cpu_features() -> str:
     """The best kernels this process can use, e.g. ``"x86-64 avx512"``."""
     return str(_native_core().cpu_features())
+
+
+def cache_sizes() -> dict[str, Any]:
+    """The data cache sizes (bytes) the kernels size their blocks from, read at run time:
+    ``{"l1d": 32768, "l2": 1048576, "l3": ..., "source": "sysconf"}``; ``source`` is
+    ``"default"`` when the system does not say (then 32 KiB, 1 MiB, 32 MiB)."""
+    return dict(_native_core().cache_sizes())
 
 
 def supported_isas() -> list[str]:

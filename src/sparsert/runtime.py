@@ -68,7 +68,10 @@ def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool 
     threads: kernel threads for this model (default: every core this process may use).
     verify: check the CRC-32 of the weights (the structure is always checked).
     tune: time sparse and dense kernels per layer on this machine and keep the faster
-        (default: a cost model measured on x86 and ARM).
+        (default: a cost model measured on x86 and ARM). The choices are kept in a cache
+        file, so a second load of the same layers on this machine is instant:
+        ``tune_cache=`` a path, or ``False`` for none (default: ``$SPARSERT_TUNE_CACHE``,
+        else ``$XDG_CACHE_HOME/sparsert/tune-v1.tsv``, else ``~/.cache/sparsert/tune-v1.tsv``).
     mmap: use the file's pages in place instead of reading it into private memory:
         faster to load and less memory for big models, but the file must not change or
         be truncated while the model is loaded.
@@ -77,7 +80,7 @@ def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool 
     disable_passes: load-time rewrites to skip by name (``sparsert._core.pass_names()``).
     kernel_options: ``layer_kernel="auto"|"sparse"|"dense"``, ``conv_sparse_path=
         "auto"|"direct"|"im2col"``, ``conv_dense_path="auto"|"winograd"|"im2col"``,
-        ``max_cached_plans=8`` (tests and benchmarks).
+        ``max_cached_plans=8`` (tests and benchmarks), ``tune_cache`` (above).
     Raises FileNotFoundError, sparsert.FormatError (a ValueError) for a bad
     file, sparsert.UnsupportedError for ops this build does not implement.
     """
@@ -121,11 +124,23 @@ def load_bytes(data: bytes | bytearray | memoryview, threads: int | None = None,
 
 
 def _kernel_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    known = {"layer_kernel", "conv_sparse_path", "conv_dense_path", "max_cached_plans"}
+    known = {"layer_kernel", "conv_sparse_path", "conv_dense_path", "max_cached_plans", "tune_cache"}
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"unknown load option(s) {sorted(unknown)}; known: {sorted(known)}")
-    return dict(options)
+    out = dict(options)
+    if "tune_cache" in out:
+        cache = out.pop("tune_cache")
+        if cache is None or cache is True:
+            pass  # the default file
+        elif cache is False:
+            out["tune_cache"] = "off"
+        elif isinstance(cache, (str, os.PathLike)) and os.fspath(cache):
+            out["tune_cache"] = os.path.abspath(os.fspath(cache))
+        else:
+            raise ValueError(f"tune_cache must be a file path, True / None (the default file) or False (none), "
+                             f"got {cache!r}")
+    return out
 
 
 def _threads(threads: int | None) -> int:

@@ -337,6 +337,88 @@ TEST_P(Spmm, TooManyPackedBlocksFallsBackInPlace) {
   }
 }
 
+// The block sizes follow the cache sizes read at run time, within their bounds.
+TEST(CacheSizes, ParseAndBlocking) {
+  EXPECT_EQ(kernels::parse_cache_size("48K"), 48 * 1024);
+  EXPECT_EQ(kernels::parse_cache_size("1024K\n"), 1024 * 1024);
+  EXPECT_EQ(kernels::parse_cache_size("32M"), 32 << 20);
+  EXPECT_EQ(kernels::parse_cache_size("65536"), 65536);
+  for (const char* bad : {"", "K", "12", "4096G", "99999999999999K", "3.5M", "-32K", "32KB"}) {
+    EXPECT_EQ(kernels::parse_cache_size(bad), 0) << bad;
+  }
+  const kernels::CacheSizes& c = kernels::cache_sizes();
+  EXPECT_GE(c.l1d, 1024);
+  EXPECT_GE(c.l2, 1024);
+  EXPECT_GE(c.l3, 1024);
+  const std::string source = c.source;
+  EXPECT_TRUE(source == "sysconf" || source == "sysfs" || source == "default") << source;
+  kernels::CacheSizes zen4;  // 32 KiB L1d, 1 MiB L2: the sizes the constants were measured at
+  zen4.l1d = 32 * 1024;
+  zen4.l2 = 1024 * 1024;
+  const kernels::SpmmBlocking b = kernels::spmm_blocking_for(zen4);
+  EXPECT_EQ(b.pack_bytes, 64 * 1024);
+  EXPECT_EQ(b.direct_panel_bytes, 16 * 1024);
+  EXPECT_EQ(b.l2_panel_bytes, 384 * 1024);
+  EXPECT_EQ(b.block4_pack_bytes, 24 * 1024);
+  kernels::CacheSizes tiny;  // e.g. a Cortex-A53 with a 16 KiB L1d and a 128 KiB L2
+  tiny.l1d = 16 * 1024;
+  tiny.l2 = 128 * 1024;
+  const kernels::SpmmBlocking t = kernels::spmm_blocking_for(tiny);
+  EXPECT_EQ(t.pack_bytes, 32 * 1024);
+  EXPECT_EQ(t.direct_panel_bytes, 8 * 1024);
+  EXPECT_EQ(t.l2_panel_bytes, 128 * 1024);
+  EXPECT_EQ(t.block4_pack_bytes, 12 * 1024);
+  kernels::CacheSizes huge;  // bounded by the kernels' stack buffers
+  huge.l1d = 1 << 20;
+  huge.l2 = 64 << 20;
+  const kernels::SpmmBlocking h = kernels::spmm_blocking_for(huge);
+  EXPECT_EQ(h.pack_bytes, 64 * 1024);
+  EXPECT_EQ(h.direct_panel_bytes, 32 * 1024);
+  EXPECT_EQ(h.l2_panel_bytes, 1024 * 1024);
+  EXPECT_EQ(h.block4_pack_bytes, 48 * 1024);
+}
+
+// The packed, in-place and K-blocked paths under the smallest and largest
+// block sizes the cache sizes can give (every kernel against the reference).
+TEST_P(Spmm, EveryCacheSizeBlocking) {
+  kernels::CacheSizes small, large;
+  small.l1d = 8 * 1024;
+  small.l2 = 64 * 1024;
+  large.l1d = 1 << 20;
+  large.l2 = 64 << 20;
+  struct Restore {
+    ~Restore() { kernels::set_spmm_blocking_for_testing(nullptr); }
+  } restore;
+  uint64_t i = 0;
+  for (const kernels::CacheSizes* caches : {&small, &large}) {
+    const kernels::SpmmBlocking blocking = kernels::spmm_blocking_for(*caches);
+    kernels::set_spmm_blocking_for_testing(&blocking);
+    for (int64_t cols : {100, 768, 4608}) {
+      for (int64_t n : {17, 64, 130}) {
+        KernelCase c;
+        c.rows = 70;
+        c.cols = cols;
+        c.n = n;
+        c.sparsity = cols == 4608 ? 0.97 : 0.8;
+        c.empty_rows = 0.05;
+        c.bias = (i % 2) == 0;
+        c.row_begin = 1;
+        c.row_end = c.rows - 1;
+        c.ldx_pad = 3;
+        c.c0 = 1;
+        c.seed = case_seed(2900 + i++);
+        test_spmm_case(c, GetParam());
+        c.rows = 4 * 17;
+        c.row_end = c.rows - 1;
+        c.block4_fill = 0.7;
+        c.seed = case_seed(2900 + i++);
+        test_spmm_block_case(c, GetParam());
+        if (::testing::Test::HasFailure()) return;
+      }
+    }
+  }
+}
+
 // SpMV rows of every length around the 16-nonzero step, all in one matrix.
 TEST_P(Spmm, SpmvRowLengths) {
   for (bool index32 : {false, true}) {

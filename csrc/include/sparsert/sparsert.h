@@ -125,6 +125,11 @@ struct LoadOptions {
   // tune = true times the candidates on this machine for each new input
   // shape instead and keeps the faster.
   bool tune = false;
+  // With tune: the file that keeps the measured choices, so that loading the
+  // same layers again on this machine does not time them again. "" = the
+  // default ($SPARSERT_TUNE_CACHE, else $XDG_CACHE_HOME/sparsert/tune-v1.tsv,
+  // else ~/.cache/sparsert/tune-v1.tsv); "off" = time every load.
+  std::string tune_cache;
   // false (default): the file is read into private memory. true: its pages
   // are mapped and used in place; the file must not change while loaded.
   bool mmap = false;
@@ -215,6 +220,16 @@ class SPARSERT_API Model {
 
 // "x86-64 avx512", "x86-64 avx2", "aarch64 neon", "scalar": the best kernels this process can use.
 SPARSERT_API std::string cpu_features();
+// Data cache sizes in bytes that the kernels size their blocks from, read at
+// run time (source: "sysconf", "sysfs", or "default" when the system does not
+// say: 32 KiB L1d, 1 MiB L2, 32 MiB L3). l3 is the last level (L2 without L3).
+struct CacheSizes {
+  int64_t l1d = 0;
+  int64_t l2 = 0;
+  int64_t l3 = 0;
+  std::string source;
+};
+SPARSERT_API CacheSizes cache_sizes();
 // ISAs this build and CPU run, best last: e.g. {"scalar", "avx2", "avx512"}.
 SPARSERT_API std::vector<std::string> supported_isas();
 SPARSERT_API const char* version();

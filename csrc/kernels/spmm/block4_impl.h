@@ -122,13 +122,14 @@ void block4_tile(const uint32_t* starts, int64_t stride, const float* values, in
 // Block rows per pass: their weights stay in L2 while every column tile and
 // K block goes over them, and each packed block of X serves all of them.
 constexpr int64_t kBlock4RowChunk = 256;
-// X panels (K x tile) up to this size are read in place (they stay in L1).
-// Larger ones go one K block at a time into a contiguous stack buffer of at
-// most kBlock4PackBytes: read in place from L2 with a power-of-two row stride,
-// a 3-vector tile costs ~2 cache lines per block, and the kernel ran at ~31
-// GFLOP/s on 3072 x 768 x 128 at 90% (Zen 3), no faster than CSR.
-constexpr int64_t kBlock4DirectPanelBytes = 16 * 1024;
-constexpr int64_t kBlock4PackBytes = 24 * 1024;
+// X panels (K x tile) up to SpmmBlocking::direct_panel_bytes (half of L1d)
+// are read in place (they stay in L1). Larger ones go one K block at a time
+// into a contiguous stack buffer of SpmmBlocking::block4_pack_bytes (3/4 of
+// L1d, 24 KB on a 32 KB L1d; at most kBlock4MaxPackBytes, the buffer's size):
+// read in place from L2 with a power-of-two row stride, a 3-vector tile costs
+// ~2 cache lines per block, and the kernel ran at ~31 GFLOP/s on 3072 x 768 x
+// 128 at 90% (Zen 3), no faster than CSR.
+constexpr int64_t kBlock4MaxPackBytes = 48 * 1024;
 // The per-pass K split table (32 KB of stack): passes shrink so that block
 // rows * (K blocks + 1) entries fit.
 constexpr int64_t kBlock4SplitEntries = 8192;
@@ -146,14 +147,19 @@ void block4_spmm_run(const uint32_t* ptr, const uint32_t* col, const float* valu
   const int64_t n_vec = (n + L - 1) / L;
   const int64_t n_tiles = (n_vec + kMaxNv - 1) / kMaxNv;
   const int64_t tile_cols = n < kTile ? n : kTile;
-  const bool pack = k_cols * tile_cols * static_cast<int64_t>(sizeof(float)) > kBlock4DirectPanelBytes;
+  const SpmmBlocking& blocking = spmm_blocking();
+  const int64_t pack_bytes =
+      blocking.block4_pack_bytes < kBlock4MaxPackBytes ? blocking.block4_pack_bytes : kBlock4MaxPackBytes;
+  bool pack = k_cols * tile_cols * static_cast<int64_t>(sizeof(float)) > blocking.direct_panel_bytes;
   int64_t kb = k_cols;
   if (pack) {
-    const int64_t rows_fit = kBlock4PackBytes / (tile_cols * static_cast<int64_t>(sizeof(float)));
+    const int64_t rows_fit = pack_bytes / (tile_cols * static_cast<int64_t>(sizeof(float)));
     const int64_t nkb = (k_cols + rows_fit - 1) / rows_fit;
     kb = (k_cols + nkb - 1) / nkb;
+    // So deep that the split table would not hold one block row: read in place.
+    if (nkb + 1 > kBlock4SplitEntries) pack = false, kb = k_cols;
   }
-  alignas(64) float xbuf[kBlock4PackBytes / sizeof(float) + kTile];
+  alignas(64) float xbuf[kBlock4MaxPackBytes / sizeof(float) + kTile];
   // Each pass's blocks split by K block once (not once per column tile):
   // block row b's blocks in K block kb_i are [split[(b - bc) * stride + kb_i],
   // split[(b - bc) * stride + kb_i + 1]).
@@ -162,7 +168,7 @@ void block4_spmm_run(const uint32_t* ptr, const uint32_t* col, const float* valu
   uint32_t split[kBlock4SplitEntries];
   int64_t chunk = kBlock4SplitEntries / stride;
   if (chunk > kBlock4RowChunk) chunk = kBlock4RowChunk;
-  if (chunk < 1) chunk = 1;  // (nkb + 1 <= kBlock4SplitEntries: K is bounded by the caller)
+  if (chunk < 1) chunk = 1;  // (nkb + 1 <= kBlock4SplitEntries, above)
   for (int64_t bc = b0; bc < b1; bc += chunk) {
     const int64_t be = b1 - bc < chunk ? b1 : bc + chunk;
     if (pack) {

@@ -20,8 +20,9 @@
 //   vector load per vector of the tile.
 // - A nonzero's X row segment must come from L1: from L2 (Zen 5: ~40 B per
 //   cycle in practice) a 4-vector tile costs 5-7 cycles per nonzero instead
-//   of ~3. So when the K x tile panel of X exceeds 16 KB and the rows reuse
-//   it (nnz >= K), K is cut into balanced blocks of at most 64 KB, and for
+//   of ~3. So when the K x tile panel of X exceeds half of L1d (16 KB on a
+//   32 KB L1d) and the rows reuse it (nnz >= K), K is cut into balanced blocks
+//   of at most twice L1d (64 KB; at most 64 KB, at least 16 KB), and for
 //   each tile and K block the block of X is first copied into a contiguous
 //   stack buffer (row stride = tile width, so no L1 set conflicts from a
 //   power-of-two ldx); then every row of the pass accumulates its nonzeros of
@@ -30,7 +31,9 @@
 //   table), so the copy of each X block is shared by many rows.
 // - Panels too deep for 64 packed blocks (K * tile > 4 MB), and panels of
 //   more than 4 packed blocks with under 16 nonzeros per row and block on
-//   average, use in-place K blocks of at most 384 KB (L2) instead.
+//   average, use in-place K blocks of at most 3/8 of L2 (384 KB) instead.
+// - The cache sizes are read at run time (kernels::spmm_blocking(), from
+//   kernels::cache_sizes()); the figures above are for a 32 KB L1d, 1 MB L2.
 // - Stack use: about 100 KB (the X buffer and the split table).
 #pragma once
 
@@ -49,12 +52,12 @@ constexpr int64_t kSpmmRowChunk = 256;  // rows per pass without K blocking
 constexpr int64_t kSpmmSplitEntries = 8192;
 constexpr int64_t kSpmmMaxRowChunk = 1024;
 constexpr int64_t kSpmmMaxKBlocks = 64;
-// X panels up to this size are read in place (they stay in L1 even with a
-// power-of-two row stride, whose L1 set conflicts make larger strided panels
-// spill).
-constexpr int64_t kSpmmDirectPanelBytes = 16 * 1024;
+// X panels up to SpmmBlocking::direct_panel_bytes (half of L1d) are read in
+// place (they stay in L1 even with a power-of-two row stride, whose L1 set
+// conflicts make larger strided panels spill).
 // Larger panels are copied, one K block at a time, into a contiguous stack
-// buffer of at most this many bytes. Zen 5 (AVX-512), 1 thread, 90% sparsity,
+// buffer of at most SpmmBlocking::pack_bytes (twice L1d, at most this
+// constant, the buffer's size). Zen 5 (AVX-512, 48 KB L1d), 1 thread, 90% sparsity,
 // median ms with budget 32 / 40 / 48 / 64 KB (passes of up to 1024 rows):
 //   3072 x 768 x 128:  0.91 / 0.83 / 0.76 / 0.71  (in place, no copy: 0.95)
 //   256 x 256 x 3136:  0.46 / 0.44 / 0.45 / 0.45  (in place: 0.69)
@@ -65,8 +68,24 @@ constexpr int64_t kSpmmPackBudgetBytes = 64 * 1024;
 // average when there are more than 4 of them (see spmm_run).
 constexpr int64_t kSpmmMinBlockRowNnz = 16;
 // The K-blocked in-place path (K too deep for kSpmmMaxKBlocks packed blocks)
-// keeps each X panel block under this size, in L2.
-constexpr int64_t kSpmmL2PanelBytes = 384 * 1024;
+// keeps each X panel block under SpmmBlocking::l2_panel_bytes (3/8 of L2).
+
+// Rows ahead whose first nonzeros are prefetched. With K blocks a pass reads
+// each row's segment of one block: short runs with gaps, which the hardware
+// prefetchers do not follow, so weights that are not in cache (every layer
+// of a model, read once per run) stall on each line. Zen 4, 1 thread,
+// 384 x 384 x 128 at 80%, 24 matrices in turn, ms per matrix: see
+// docs/architecture.md.
+constexpr int64_t kSpmmPrefetchRows = 4;
+
+template <typename Index>
+inline void spmm_prefetch_row(const float* values, const Index* idx, uint32_t j) {
+  __builtin_prefetch(values + j);
+  __builtin_prefetch(values + j + 16);
+  __builtin_prefetch(values + j + 32);
+  __builtin_prefetch(idx + j);
+  __builtin_prefetch(idx + j + 32);
+}
 
 template <class Ops, typename Index, int kNv, bool kTail>
 void spmm_tile_rows(const float* values, const Index* idx, const uint32_t* starts, int64_t stride,
@@ -78,6 +97,7 @@ void spmm_tile_rows(const float* values, const Index* idx, const uint32_t* start
   for (int64_t i = 0; i < nrows; ++i) {
     const uint32_t jb = starts[i * stride];
     const uint32_t je = starts[i * stride + 1];
+    if (i + kSpmmPrefetchRows < nrows) spmm_prefetch_row(values, idx, starts[(i + kSpmmPrefetchRows) * stride]);
     float* yr = y + i * ldy;
     V acc[kSets][kNv];
     if (accumulate) {
@@ -203,10 +223,13 @@ void spmm_run(const float* values, const Index* idx, const uint32_t* row_ptr, in
   const int64_t rows = row_end - row_begin;
   const int64_t panel_bytes = k_cols * tile_cols * static_cast<int64_t>(sizeof(float));
   const int64_t nnz = static_cast<int64_t>(row_ptr[row_end] - row_ptr[row_begin]);
+  const SpmmBlocking& blocking = spmm_blocking();
+  const int64_t pack_budget =
+      blocking.pack_bytes < kSpmmPackBudgetBytes ? blocking.pack_bytes : kSpmmPackBudgetBytes;
   // Copying a panel pays off once its X rows are reused: nnz >= K on average.
-  const bool pack = panel_bytes > kSpmmDirectPanelBytes && nnz >= k_cols;
+  const bool pack = panel_bytes > blocking.direct_panel_bytes && nnz >= k_cols;
   // K blocks: balanced; packed blocks fit the budget, in-place ones L2.
-  int64_t nb = (panel_bytes + kSpmmPackBudgetBytes - 1) / kSpmmPackBudgetBytes;
+  int64_t nb = (panel_bytes + pack_budget - 1) / pack_budget;
   // With many packed blocks and few nonzeros per row per block, the per-row
   // cost of each block (Y reload and store, the loop exit) dominates: then the
   // fewer, larger in-place L2 blocks are faster. Zen 5, 1 thread, median ms
@@ -216,7 +239,7 @@ void spmm_run(const float* values, const Index* idx, const uint32_t* row_ptr, in
   const bool sparse_blocks = nb > 4 && nnz < kSpmmMinBlockRowNnz * rows * nb;
   const bool packed = pack && nb <= kSpmmMaxKBlocks && !sparse_blocks;
   if (!packed) {
-    if (panel_bytes <= kSpmmL2PanelBytes) {
+    if (panel_bytes <= blocking.l2_panel_bytes) {
       // In place, no K blocking. Rows go in chunks so that the chunk's weights
       // and Y rows stay in L2 across the column tiles.
       for (int64_t rc = 0; rc < rows; rc += kSpmmRowChunk) {
@@ -230,7 +253,7 @@ void spmm_run(const float* values, const Index* idx, const uint32_t* row_ptr, in
       }
       return;
     }
-    nb = (panel_bytes + kSpmmL2PanelBytes - 1) / kSpmmL2PanelBytes;
+    nb = (panel_bytes + blocking.l2_panel_bytes - 1) / blocking.l2_panel_bytes;
     if (nb > kSpmmMaxKBlocks) nb = kSpmmMaxKBlocks;
   }
   // kb * tile_cols floats <= budget / 4 + tile_cols: the buffer has room for one more row.
