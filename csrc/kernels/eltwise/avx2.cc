@@ -29,6 +29,8 @@ struct Avx2EltwiseOps {
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  // 1 / a (a >= 1): the division (rcpps has 12 bits: one Newton step leaves ~2^-22).
+  static V recip(V a) { return _mm256_div_ps(_mm256_set1_ps(1.0f), a); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V min(V a, V b) { return _mm256_min_ps(a, b); }

@@ -27,6 +27,13 @@ struct Avx512EltwiseOps {
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  // 1 / a: the 14-bit estimate and one Newton step (relative error < 2^-23 +
+  // rounding): 3 cheap operations instead of a division (about 10 cycles per
+  // ZMM on Zen 4). a must not be 0, inf or NaN (the callers' are >= 1).
+  static V recip(V a) {
+    const V r = _mm512_rcp14_ps(a);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(1.0f)), r);
+  }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
