@@ -109,7 +109,8 @@ def test_layer_distillation_recovers_the_hidden_layer_faster(seed):
     def hidden_gap(layers: list[str]) -> float:
         teacher, student, data = _pair(seed)
         sp.magnitude_prune(student, sparsity=0.7)
-        sp.distill(student, teacher, data, loss="mse", epochs=4, lr=3e-3, seed=seed, layers=layers, progress=False)
+        sp.distill(student, teacher, data, loss="mse", epochs=4, lr=3e-3, seed=seed, layers=layers,
+                   progress=False)
         with torch.no_grad():
             x = torch.randn(256, 16, generator=torch.Generator().manual_seed(seed + 1))
             return float(F.mse_loss(student[0](x), teacher[0](x)))

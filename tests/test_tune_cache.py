@@ -21,7 +21,8 @@ def _model(rng: np.random.Generator) -> sparsert.GraphBuilder:
     x = b.input("x", (-1, 8, 12, 12))
     w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     w[rng.random(w.shape) < 0.7] = 0
-    h = b.node("Conv", [x, b.constant("wc", w, storage="csr"), ""], {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]})
+    h = b.node("Conv", [x, b.constant("wc", w, storage="csr"), ""],
+               {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]})
     h = b.node("Flatten", [h], {"axis": 1})
     for i, (rows, sparsity) in enumerate(((64, 0.8), (10, 0.5))):
         cols = 16 * 12 * 12 if i == 0 else 64
@@ -94,7 +95,8 @@ def test_cached_choices_are_used(tmp_path: Path, rng: np.random.Generator) -> No
     assert all(kernels2[i] != kernels[i] for i in lin), (kernels, kernels2)
 
 
-def test_cache_file_honours_the_umask_and_replaces_atomically(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_cache_file_honours_the_umask_and_replaces_atomically(tmp_path: Path,
+                                                              rng: np.random.Generator) -> None:
     cache = tmp_path / "tune.tsv"
     old = os.umask(0o027)
     try:
@@ -111,7 +113,8 @@ def test_cache_file_honours_the_umask_and_replaces_atomically(tmp_path: Path, rn
     b"key-without-choice\nkey\t2\nkey\t\n\t1\n" + b"x" * 5000 + b"\t1\n",
     b"# header only\n",
 ])
-def test_hostile_cache_files_cost_a_retiming_only(tmp_path: Path, rng: np.random.Generator, content: bytes) -> None:
+def test_hostile_cache_files_cost_a_retiming_only(tmp_path: Path, rng: np.random.Generator,
+                                                  content: bytes) -> None:
     b = _model(rng)
     cache = tmp_path / "tune.tsv"
     cache.write_bytes(content)
@@ -146,7 +149,7 @@ def test_no_cache_when_off_or_without_tune(tmp_path: Path, rng: np.random.Genera
     b = _model(rng)
     m = b.load(threads=1, tune=True, tune_cache=False)
     assert not any(line.startswith("tune:") for line in m.load_log)
-    b.load(threads=1, tune_cache=cache).run(np.ones((1, 8, 12, 12), np.float32))  # tune off: no timing, no file
+    b.load(threads=1, tune_cache=cache).run(np.ones((1, 8, 12, 12), np.float32))  # tune off: no file
     assert not cache.exists()
     with pytest.raises(ValueError, match="tune_cache"):
         b.load(tune=True, tune_cache=3)

@@ -27,7 +27,6 @@ import ast
 import copy
 import hashlib
 import importlib.resources
-import io
 import json
 import os
 import re
@@ -50,6 +49,11 @@ MAX_SEQ = 256
 # --------------------------------------------------------------------------- data
 
 
+SKIP_DIRS = ("test", "tests", "idlelib", "site-packages", "__pycache__")
+DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+SENTENCE = re.compile(r"[A-Za-z][A-Za-z0-9 ,.;:'()\-]*[.!?]")
+
+
 def docstring_sentences(roots: list[str], limit: int | None = None) -> list[str]:
     """English sentences from the docstrings of the .py files under ``roots`` (parsed with ``ast``,
     never imported; test folders skipped), deduplicated, in a fixed order."""
@@ -57,7 +61,7 @@ def docstring_sentences(roots: list[str], limit: int | None = None) -> list[str]
     out: list[str] = []
     for root in roots:
         for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if d not in ("test", "tests", "idlelib", "site-packages", "__pycache__"))
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
             for name in sorted(files):
                 if not name.endswith(".py"):
                     continue
@@ -67,7 +71,7 @@ def docstring_sentences(roots: list[str], limit: int | None = None) -> list[str]
                 except (OSError, SyntaxError, UnicodeDecodeError, ValueError, RecursionError):
                     continue
                 for node in ast.walk(tree):
-                    if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    if not isinstance(node, DOC_NODES):
                         continue
                     doc = ast.get_docstring(node)
                     if not doc:
@@ -75,7 +79,7 @@ def docstring_sentences(roots: list[str], limit: int | None = None) -> list[str]
                     text = re.sub(r"\s+", " ", doc)
                     for sentence in re.split(r"(?<=[.!?])\s+", text):
                         words = sentence.split()
-                        if not 6 <= len(words) <= 40 or not re.fullmatch(r"[A-Za-z][A-Za-z0-9 ,.;:'()\-]*[.!?]", sentence):
+                        if not 6 <= len(words) <= 40 or not SENTENCE.fullmatch(sentence):
                             continue
                         if sentence not in seen:
                             seen.add(sentence)
@@ -147,7 +151,8 @@ def batches(tokenizer, sentences: list[str], size: int, max_len: int,
     length share a batch (within windows of 50 batches) and the batch order is shuffled: half the
     padding of random batches, so nearly twice the sentences per second."""
     if rng is not None:
-        lengths = np.array([len(ids) for ids in tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]])
+        ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
+        lengths = np.array([len(i) for i in ids])
         order = rng.permutation(len(sentences))
         window = size * 50
         order = np.concatenate([w[np.argsort(lengths[w], kind="stable")]
@@ -264,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     # output of each of the 6 encoder layers (cosine per token), without dropout. Learning rate:
     # 4e-4 (at 50% sparsity, 60 batches: 1e-4 0.926, 2e-4 0.938, 5e-4 0.942, 1e-3 0.923 cosine).
     # Full: about 45 minutes on 2 cores.
-    cfg = (dict(sentences=600, packages=False, steps=2, per_step=12, recover=8, batch=16, max_len=48, eval_n=120,
-                repeats=5, lr=4e-4)
+    cfg = (dict(sentences=600, packages=False, steps=2, per_step=12, recover=8, batch=16, max_len=48,
+                eval_n=120, repeats=5, lr=4e-4)
            if args.quick else
            dict(sentences=60000, packages=True, steps=10, per_step=150, recover=1200, batch=32, max_len=48,
                 eval_n=400, repeats=20, lr=4e-4))
@@ -275,11 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     train, held = split_held_out(sentences)
     held = held[: cfg["eval_n"]]
     rng = np.random.default_rng(args.seed)
-    train_batches = batches(tokenizer, train, cfg["batch"], cfg["max_len"], rng=np.random.default_rng(args.seed + 1))
+    train_batches = batches(tokenizer, train, cfg["batch"], cfg["max_len"],
+                            rng=np.random.default_rng(args.seed + 1))
     held_b = batches(tokenizer, held, 64, MAX_SEQ)
     para_b = batches(tokenizer, [paraphrase(s, rng) for s in held], 64, MAX_SEQ)
-    print(f"{len(train)} training sentences, {len(held)} held-out (docstrings of the standard library"
-          f"{' and installed packages' if cfg['packages'] else ''}); {len(train_batches)} batches of {cfg['batch']}")
+    source = "the standard library" + (" and installed packages" if cfg["packages"] else "")
+    print(f"{len(train)} training sentences, {len(held)} held-out (docstrings of {source}); "
+          f"{len(train_batches)} batches of {cfg['batch']}")
     teacher_emb = embed(teacher, held_b)
     dense_cos, dense_top1 = evaluate(teacher, teacher_emb, held_b, para_b)
 
@@ -287,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     layers = encoder_linears(student)
     blocks = [n for n, _ in student.named_modules() if re.fullmatch(r"encoder\.encoder\.layer\.\d+", n)]
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
-    key = {"recipe": 3, "sparsity": args.sparsity, "quick": args.quick, "seed": args.seed, "block": list(block)}
+    key = {"recipe": 3, "sparsity": args.sparsity, "quick": args.quick, "seed": args.seed,
+           "block": list(block)}
     done = 0
     schedule = sp.CubicSchedule(0.0, args.sparsity, steps=cfg["steps"])
     if os.path.exists(ckpt_path):
@@ -295,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         if state.get("key") == key:
             done = state["step"]
             if done:
-                sp.magnitude_prune(student, sparsity=schedule(min(done, cfg["steps"])), include=layers, block=block)
+                sp.magnitude_prune(student, sparsity=schedule(min(done, cfg["steps"])), include=layers,
+                                   block=block)
                 student.load_state_dict(state["model"])
                 sp.apply_masks(student, state["masks"])
             print(f"resuming after step {done} of {cfg['steps'] + 1}")
@@ -307,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     def corpus(start: int, count: int) -> list[dict[str, torch.Tensor]]:  # wraps around the corpus
         return [train_batches[(start + i) % len(train_batches)] for i in range(count)]
 
-    common = dict(loss="cosine", layers=blocks, train_mode=False, seed=args.seed, progress=sys.stderr.isatty())
+    common = dict(loss="cosine", layers=blocks, train_mode=False, seed=args.seed,
+                  progress=sys.stderr.isatty())
     tune = sp.distillation_fine_tune(teacher, lambda step: corpus((step - 1) * cfg["per_step"], cfg["per_step"]),
                                      epochs=1, lr=cfg["lr"], **common)
     started = time.perf_counter()

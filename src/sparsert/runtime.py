@@ -138,8 +138,8 @@ def _kernel_options(options: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(cache, (str, os.PathLike)) and os.fspath(cache):
             out["tune_cache"] = os.path.abspath(os.fspath(cache))
         else:
-            raise ValueError(f"tune_cache must be a file path, True / None (the default file) or False (none), "
-                             f"got {cache!r}")
+            raise ValueError("tune_cache must be a file path, True / None (the default file) or "
+                             f"False (none), got {cache!r}")
     return out
 
 

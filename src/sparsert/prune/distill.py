@@ -139,7 +139,8 @@ def distill(
         try:
             total_steps = len(batches) * epochs  # type: ignore[arg-type]
         except TypeError:
-            raise ValueError("lr_final needs batches with a length (a list), to know where the decay ends") from None
+            raise ValueError("lr_final needs batches with a length (a list), to know where the decay ends") \
+                from None
     if seed is not None:
         torch.manual_seed(seed)
     teacher.eval()
@@ -157,8 +158,10 @@ def distill(
         total = distillation_loss(got, want, loss, temperature)
         for name in layers:
             if name not in s_layers or name not in t_layers:
-                raise ValueError(f"layer {name!r} did not run in the forward pass; name layers the forward uses")
-            total = total + layer_weight * distillation_loss(s_layers[name], t_layers[name], loss, temperature)
+                raise ValueError(f"layer {name!r} did not run in the forward pass; "
+                                 "name layers the forward uses")
+            term = distillation_loss(s_layers[name], t_layers[name], loss, temperature)
+            total = total + layer_weight * term
         return total / (1.0 + layer_weight * len(layers))
 
     after_step = None
@@ -172,8 +175,8 @@ def distill(
                 group["lr"] = rate
 
     try:
-        return train_epochs(opt, batches, batch_loss, epochs, desc, progress, "distill: batches yielded nothing",
-                            after_step=after_step)
+        return train_epochs(opt, batches, batch_loss, epochs, desc, progress,
+                            "distill: batches yielded nothing", after_step=after_step)
     finally:
         student.eval()
 
