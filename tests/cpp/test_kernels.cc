@@ -352,30 +352,26 @@ TEST(CacheSizes, ParseAndBlocking) {
   EXPECT_GE(c.l3, 1024);
   const std::string source = c.source;
   EXPECT_TRUE(source == "sysconf" || source == "sysfs" || source == "default") << source;
-  kernels::CacheSizes zen4;  // 32 KiB L1d, 1 MiB L2: the sizes the constants were measured at
-  zen4.l1d = 32 * 1024;
-  zen4.l2 = 1024 * 1024;
-  const kernels::SpmmBlocking b = kernels::spmm_blocking_for(zen4);
-  EXPECT_EQ(b.pack_bytes, 64 * 1024);
-  EXPECT_EQ(b.direct_panel_bytes, 16 * 1024);
-  EXPECT_EQ(b.l2_panel_bytes, 384 * 1024);
-  EXPECT_EQ(b.block4_pack_bytes, 24 * 1024);
-  kernels::CacheSizes tiny;  // e.g. a Cortex-A53 with a 16 KiB L1d and a 128 KiB L2
-  tiny.l1d = 16 * 1024;
-  tiny.l2 = 128 * 1024;
-  const kernels::SpmmBlocking t = kernels::spmm_blocking_for(tiny);
-  EXPECT_EQ(t.pack_bytes, 32 * 1024);
-  EXPECT_EQ(t.direct_panel_bytes, 8 * 1024);
-  EXPECT_EQ(t.l2_panel_bytes, 128 * 1024);
-  EXPECT_EQ(t.block4_pack_bytes, 12 * 1024);
-  kernels::CacheSizes huge;  // bounded by the kernels' stack buffers
-  huge.l1d = 1 << 20;
-  huge.l2 = 64 << 20;
-  const kernels::SpmmBlocking h = kernels::spmm_blocking_for(huge);
-  EXPECT_EQ(h.pack_bytes, 64 * 1024);
-  EXPECT_EQ(h.direct_panel_bytes, 32 * 1024);
-  EXPECT_EQ(h.l2_panel_bytes, 1024 * 1024);
-  EXPECT_EQ(h.block4_pack_bytes, 48 * 1024);
+  // {L1d, L2} -> {pack, direct panel, L2 panel, 4x1 pack}, KiB
+  struct Case {
+    int64_t l1d_kib, l2_kib, pack, direct, l2_panel, block4;
+  };
+  const Case cases[] = {
+      {32, 1024, 64, 16, 384, 24},       // Zen 4: the sizes the constants were measured at
+      {16, 128, 32, 8, 128, 12},         // e.g. a Cortex-A53 with a 16 KiB L1d and a 128 KiB L2
+      {1024, 65536, 64, 32, 1024, 48},   // bounded by the kernels' stack buffers
+      {48, 2048, 64, 24, 768, 36},       // a 48 KiB L1d (Zen 5, Golden Cove), 2 MiB L2
+  };
+  for (const Case& k : cases) {
+    kernels::CacheSizes sizes;
+    sizes.l1d = k.l1d_kib * 1024;
+    sizes.l2 = k.l2_kib * 1024;
+    const kernels::SpmmBlocking b = kernels::spmm_blocking_for(sizes);
+    EXPECT_EQ(b.pack_bytes, k.pack * 1024) << k.l1d_kib;
+    EXPECT_EQ(b.direct_panel_bytes, k.direct * 1024) << k.l1d_kib;
+    EXPECT_EQ(b.l2_panel_bytes, k.l2_panel * 1024) << k.l1d_kib;
+    EXPECT_EQ(b.block4_pack_bytes, k.block4 * 1024) << k.l1d_kib;
+  }
 }
 
 // The packed, in-place and K-blocked paths under the smallest and largest
