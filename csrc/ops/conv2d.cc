@@ -261,17 +261,21 @@ class Conv2dOp final : public Op {
     }
   }
 
-  // tune: the cached choice `what` for input shape `x` when the cache has it,
-  // else measure() (recorded in the cache).
+  // tune: the cached choice `what` for input shape `x` (0 / 1), or -1.
+  int cached_lookup(const char* what, const Shape& x) const {
+    return tune_cache_ == nullptr ? -1 : tune_cache_->lookup(tune_key(what, x));
+  }
+  // ... else measure(), recorded in the cache.
   template <class F>
   bool cached_choice(const char* what, const Shape& x, F&& measure) const {
-    if (tune_cache_ == nullptr) return measure();
-    const std::string key = tune_id_ + " input " + shape_string(x) + " " + what;
-    const int cached = tune_cache_->lookup(key);
+    const int cached = cached_lookup(what, x);
     if (cached >= 0) return cached == 1;
     const bool choice = measure();
-    tune_cache_->record(key, choice);
+    if (tune_cache_ != nullptr) tune_cache_->record(tune_key(what, x), choice);
     return choice;
+  }
+  std::string tune_key(const char* what, const Shape& x) const {
+    return tune_id_ + " input " + shape_string(x) + " " + what;
   }
 
   std::vector<Shape> infer_shapes(const std::vector<Shape>& inputs) const override {
@@ -421,7 +425,11 @@ class Conv2dOp final : public Op {
       if (it != winograd_tuned_.end()) return it->second;
     }
     bool wins = false;
-    if (ensure_winograd()) {
+    const int cached = cached_lookup("winograd", key);
+    if (cached >= 0) {
+      // a cached "im2col" builds no transformed weights (4x the dense weight)
+      wins = cached == 1 && ensure_winograd();
+    } else if (ensure_winograd()) {
       wins = cached_choice("winograd", key, [&] {
         std::vector<Shape> shapes = {key};
         for (size_t i = 1; i < inputs.size(); ++i) shapes.push_back(i == 3 ? Shape{1} : inputs[i]);
@@ -567,8 +575,10 @@ class Conv2dOp final : public Op {
         p.path = ConvPath::kSparseDirect;
         p.span = (g.out_h - 1) * g.phase_w() + g.out_w;
       }
-      const bool winograd = dense_force == DenseChoice::kAuto ? winograd_wins(inputs, g)
-                                                              : winograd_able_ && dense_force == DenseChoice::kWinograd;
+      // (the dense path's choice only matters, and is only timed, when it runs)
+      const bool winograd = !p.sparse && (dense_force == DenseChoice::kAuto
+                                              ? winograd_wins(inputs, g)
+                                              : winograd_able_ && dense_force == DenseChoice::kWinograd);
       if (!p.sparse && winograd && ensure_winograd()) p.path = ConvPath::kWinograd;
     }
     p.max_tasks = std::max(1, threads) * 4;  // partition_task_count never returns more
