@@ -77,18 +77,39 @@ class LinearOp final : public Op {
     const double dense_min = std::min(batch1_max_density, kSparseMaxDensityBatched);
     const LoadConfig::LayerKernel forced = ctx.config().layer_kernel;
     const bool tune = ctx.tune() && elements > 0 && elements <= kTuneMaxDenseElements;
-    const bool keep_both = tune || forced != LoadConfig::LayerKernel::kAuto;
-    bool want_sparse = elements > 0 && (keep_both || density <= sparse_max / kBlockCostFactor);
+    // tune with a cache that holds both batch regimes' choices for this weight:
+    // only the representations they name are built (no dense copy to pack for a
+    // layer that runs sparse), and nothing is timed.
+    TuneCache* cache = tune && forced == LoadConfig::LayerKernel::kAuto ? ctx.config().tune_cache.get() : nullptr;
+    std::string tune_key;
+    int cached_b1 = -1, cached_bn = -1;
+    if (cache != nullptr) {
+      weights_.ensure_csr();  // the key hashes the sparsity pattern
+      const kernels::CsrMatrix& m = weights_.csr();
+      std::ostringstream s;
+      s << ctx.config().tune_machine << "|linear " << rows_ << "x" << cols_ << " nnz " << weights_.nnz()
+        << " pattern " << std::hex << TuneCache::pattern_hash(m) << std::dec << " blocks " << m.block_count;
+      tune_key = s.str();
+      cached_b1 = cache->lookup(tune_key + " batch 1");
+      cached_bn = cache->lookup(tune_key + " batch " + std::to_string(kTuneBatch));
+    }
+    const bool cached = cached_b1 >= 0 && cached_bn >= 0;
+    const bool keep_both = (tune && !cached) || forced != LoadConfig::LayerKernel::kAuto;
+    bool want_sparse = elements > 0 && (keep_both || (cached ? cached_b1 == 1 || cached_bn == 1
+                                                             : density <= sparse_max / kBlockCostFactor));
     double cost = density;
     if (want_sparse) {
       weights_.ensure_csr();
       cost = weights_.sparse_cost_density();
-      if (!keep_both && cost > sparse_max) {
+      if (!keep_both && !cached && cost > sparse_max) {
         weights_.drop_csr();
         cost = density;
       }
+    } else if (weights_.has_csr() && weights_.has_dense()) {
+      weights_.drop_csr();  // built only for the key
     }
-    const bool want_dense = elements > 0 && (keep_both || cost > dense_min);
+    const bool want_dense =
+        elements > 0 && (keep_both || (cached ? cached_b1 == 0 || cached_bn == 0 : cost > dense_min));
     if (ctx.tune() && elements > kTuneMaxDenseElements && !want_dense)
       ctx.config().note("weight '" + w.name + "': not tuned (a dense copy of " + std::to_string(elements) +
                         " floats is over the tuning limit); the cost model picks its kernel");
@@ -99,21 +120,19 @@ class LinearOp final : public Op {
     sparse_batched_ = weights_.has_csr() && (!weights_.has_dense() || cost <= kSparseMaxDensityBatched);
     if (forced != LoadConfig::LayerKernel::kAuto) {
       sparse_batch1_ = sparse_batched_ = forced == LoadConfig::LayerKernel::kSparse;
-    } else if (tune && weights_.has_csr() && weights_.has_dense()) {
-      std::string key;
-      if (ctx.config().tune_cache != nullptr) {
-        const kernels::CsrMatrix& m = weights_.csr();
-        std::ostringstream s;
-        s << ctx.config().tune_machine << "|linear " << rows_ << "x" << cols_ << " nnz " << weights_.nnz()
-          << " pattern " << std::hex << TuneCache::pattern_hash(m) << std::dec << " blocks " << m.block_count;
-        key = s.str();
+    } else if (cached || (tune && weights_.has_csr() && weights_.has_dense())) {
+      if (cached) {
+        // (a dense copy the expand budget refused leaves the sparse kernel)
+        sparse_batch1_ = weights_.has_csr() && (cached_b1 == 1 || !weights_.has_dense());
+        sparse_batched_ = weights_.has_csr() && (cached_bn == 1 || !weights_.has_dense());
+      } else {
+        sparse_batch1_ = tuned_choice(cache, tune_key, 1);
+        sparse_batched_ = tuned_choice(cache, tune_key, kTuneBatch);
       }
-      sparse_batch1_ = tuned_choice(ctx.config().tune_cache.get(), key, 1);
-      sparse_batched_ = tuned_choice(ctx.config().tune_cache.get(), key, kTuneBatch);
       // drop the representation no regime uses
-      if (!sparse_batch1_ && !sparse_batched_) {
+      if (!sparse_batch1_ && !sparse_batched_ && weights_.has_dense()) {
         weights_.drop_csr();
-      } else if (sparse_batch1_ && sparse_batched_) {
+      } else if (sparse_batch1_ && sparse_batched_ && weights_.has_csr()) {
         weights_.drop_dense();
       }
     }
