@@ -166,10 +166,14 @@ def test_no_cache_when_off_or_without_tune(tmp_path: Path, rng: np.random.Genera
 def test_default_location_follows_the_environment(tmp_path: Path, rng: np.random.Generator,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPARSERT_TUNE_CACHE")
+    monkeypatch.delenv("SPARSERT_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     m = _model(rng).load(threads=1, tune=True)
     assert (tmp_path / "xdg" / "sparsert" / "tune-v1.tsv").is_file()
     assert str(tmp_path / "xdg") in _tune_line(m)
+    monkeypatch.setenv("SPARSERT_CACHE_DIR", str(tmp_path / "shared"))  # the latency tables' folder
+    _model(rng).load(threads=1, tune=True)
+    assert (tmp_path / "shared" / "tune-v1.tsv").is_file()
 
 
 def test_cached_sparse_choices_build_no_dense_copies(tmp_path: Path) -> None:

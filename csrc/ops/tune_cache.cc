@@ -159,6 +159,8 @@ uint64_t TuneCache::pattern_hash(const kernels::CsrMatrix& m) {
 std::string TuneCache::default_path() {
   const char* explicit_path = std::getenv("SPARSERT_TUNE_CACHE");
   if (explicit_path != nullptr && explicit_path[0] != '\0') return explicit_path;
+  const char* dir = std::getenv("SPARSERT_CACHE_DIR");  // also where the latency tables live
+  if (dir != nullptr && dir[0] != '\0') return std::string(dir) + "/tune-v1.tsv";
   const char* xdg = std::getenv("XDG_CACHE_HOME");
   if (xdg != nullptr && xdg[0] == '/') return std::string(xdg) + "/sparsert/tune-v1.tsv";
   const char* home = std::getenv("HOME");

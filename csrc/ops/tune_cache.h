@@ -48,8 +48,9 @@ class TuneCache {
   static std::string machine_key(kernels::Isa isa);
   // FNV-1a over the CSR pattern (row pointers and column indices; not values).
   static uint64_t pattern_hash(const kernels::CsrMatrix& m);
-  // $SPARSERT_TUNE_CACHE; else $XDG_CACHE_HOME/sparsert/tune-v1.tsv; else
-  // $HOME/.cache/sparsert/tune-v1.tsv; else "" (no cache).
+  // $SPARSERT_TUNE_CACHE; else $SPARSERT_CACHE_DIR/tune-v1.tsv; else
+  // $XDG_CACHE_HOME/sparsert/tune-v1.tsv; else $HOME/.cache/sparsert/tune-v1.tsv;
+  // else "" (no cache).
   static std::string default_path();
 
  private:

@@ -71,7 +71,8 @@ def load(path: str | os.PathLike[str], threads: int | None = None, verify: bool 
         (default: a cost model measured on x86 and ARM). The choices are kept in a cache
         file, so a second load of the same layers on this machine is instant:
         ``tune_cache=`` a path, or ``False`` for none (default: ``$SPARSERT_TUNE_CACHE``,
-        else ``$XDG_CACHE_HOME/sparsert/tune-v1.tsv``, else ``~/.cache/sparsert/tune-v1.tsv``).
+        else ``tune-v1.tsv`` in ``$SPARSERT_CACHE_DIR``, else in ``$XDG_CACHE_HOME/sparsert``,
+        else in ``~/.cache/sparsert``: the folder of the latency tables).
     mmap: use the file's pages in place instead of reading it into private memory:
         faster to load and less memory for big models, but the file must not change or
         be truncated while the model is loaded.

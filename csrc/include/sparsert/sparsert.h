@@ -127,8 +127,9 @@ struct LoadOptions {
   bool tune = false;
   // With tune: the file that keeps the measured choices, so that loading the
   // same layers again on this machine does not time them again. "" = the
-  // default ($SPARSERT_TUNE_CACHE, else $XDG_CACHE_HOME/sparsert/tune-v1.tsv,
-  // else ~/.cache/sparsert/tune-v1.tsv); "off" = time every load.
+  // default ($SPARSERT_TUNE_CACHE, else $SPARSERT_CACHE_DIR/tune-v1.tsv, else
+  // $XDG_CACHE_HOME/sparsert/tune-v1.tsv, else ~/.cache/sparsert/tune-v1.tsv);
+  // "off" = time every load.
   std::string tune_cache;
   // false (default): the file is read into private memory. true: its pages
   // are mapped and used in place; the file must not change while loaded.
