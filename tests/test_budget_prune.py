@@ -218,6 +218,24 @@ def test_iterative_prune_ramps_each_layer_to_its_target(seed):
     with pytest.raises(ValueError, match="targets"):
         sp.iterative_prune(m, sp.LinearSchedule(0.0, 1.0, steps=2), None, method="l1", targets=targets,
                            example_input=torch.randn(1, 32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sp.iterative_prune(m, sp.LinearSchedule(0.0, 1.0, steps=2), None, targets={"a": 1.5}, progress=False)
+    with pytest.raises(TypeError, match="targets"):
+        sp.iterative_prune(m, sp.LinearSchedule(0.0, 1.0, steps=2), None, targets=[0.5], progress=False)
+
+
+def test_iterative_prune_with_an_all_dense_plan_prunes_nothing(seed):
+    # budget_prune can keep every layer dense on a machine where no sparsity is faster.
+    torch.manual_seed(seed)
+    m = Three()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    calls = []
+    with pytest.warns(UserWarning, match="every target sparsity is 0"):
+        results = sp.iterative_prune(m, sp.CubicSchedule(0.0, 1.0, steps=3), lambda *a: calls.append(a),
+                                     targets={"a": 0.0, "b": 0.0, "c": 0.0}, progress=False)
+    assert results == [] and calls == []
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_budget_arguments_are_checked():

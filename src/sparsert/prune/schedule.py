@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -85,10 +86,18 @@ def iterative_prune(
     if targets is not None:
         if method != "magnitude":
             raise ValueError("targets= (per-layer sparsities) works with method='magnitude'")
-        if not isinstance(targets, Mapping) or not any(float(v) > 0 for v in targets.values()):
-            raise ValueError("targets must map layer names to sparsities, at least one above 0")
+        if not isinstance(targets, Mapping):
+            raise TypeError(f"targets must map layer names to sparsities, got {type(targets).__name__}")
+        bad = {k: v for k, v in targets.items() if not 0.0 <= float(v) <= 1.0}
+        if bad:
+            raise ValueError(f"targets must be sparsities in [0, 1], got {bad}")
         if schedule.final <= 0:
             raise ValueError("with targets=, the schedule's final value must be above 0 (e.g. 1.0)")
+        if not any(float(v) > 0 for v in targets.values()):
+            # A latency plan may keep every layer dense (no sparsity is faster on this machine).
+            warnings.warn("iterative_prune: every target sparsity is 0 (the plan keeps all layers dense); "
+                          "nothing was pruned or fine-tuned", stacklevel=2)
+            return []
     results = []
     bar = tqdm(range(1, schedule.steps + 1), desc="pruning", disable=not progress)
     for step in bar:
