@@ -194,3 +194,5 @@ def test_minilm_example_quick(tmp_path):
             assert emb.shape == (batch, 384)
             np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
     assert "pruned + distilled" in proc.stdout and "seq 128" in proc.stdout
+    # the recovery phase runs in checkpointed chunks, the learning rate falling across them
+    assert "recovery (batches 0-4 of 8)" in proc.stdout and "recovery (batches 4-8 of 8)" in proc.stdout
